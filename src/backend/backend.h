@@ -1,0 +1,132 @@
+// moesae backend: every numerical operation the models and the trainer need, behind one interface.
+// The CPU backend (cpu/) is the reference; a CUDA backend implements the same interface (backend/cuda/).
+// Nothing above this layer touches element pointers of device tensors: models call these operations only.
+//
+// Conventions: tensors are row-major f32 (ids and counts i32) and may be strided 2-D views (ld >= cols).
+// Every operation is deterministic: the same inputs give bit-identical outputs for any thread count.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace moesae {
+
+// Tokens grouped by expert (a permutation of the (token, slot) pairs of a top-e routing).
+// Entry r of the grouped order has token tokens[r] and candidate row cand_rows[r] = token * e + slot;
+// expert i owns entries [offsets[i], offsets[i+1]), in increasing token order.
+struct ExpertGroups {
+  std::vector<int64_t> offsets;  // host, size E + 1 (the counts are the one host round trip of a step)
+  Tensor tokens;                 // i32 [B * e]
+  Tensor cand_rows;              // i32 [B * e]
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+  virtual void synchronize() {}
+
+  // ---- memory -------------------------------------------------------------------------------------------
+  virtual Tensor empty(int64_t rows, int64_t cols, DType dt = DType::F32) = 0;  // rank 2
+  virtual Tensor empty_vector(int64_t n, DType dt = DType::F32) = 0;           // rank 1
+  Tensor zeros(int64_t rows, int64_t cols, DType dt = DType::F32);
+  Tensor zeros_vector(int64_t n, DType dt = DType::F32);
+  // Host <-> backend copies; the host side is a host tensor of the same shape (any ld on both sides).
+  virtual void upload(const Tensor& host_src, Tensor dst) = 0;
+  virtual void download(const Tensor& src, Tensor host_dst) = 0;
+  Tensor to_host(const Tensor& src);           // new host tensor
+  Tensor from_host(const Tensor& host_src);    // new backend tensor
+  virtual void copy(const Tensor& src, Tensor dst) = 0;  // same device, same shape
+
+  // ---- elementwise ----------------------------------------------------------------------------------------
+  virtual void fill(Tensor x, float value) = 0;
+  virtual void fill_i32(Tensor x, int32_t value) = 0;
+  virtual void scale(Tensor x, float a) = 0;                          // x *= a
+  virtual void axpy(float a, const Tensor& x, Tensor y) = 0;          // y += a x
+  virtual void mul(const Tensor& a, const Tensor& b, Tensor out) = 0;  // out = a * b (may alias a or b)
+  virtual void relu(Tensor x) = 0;                                    // x = max(x, 0)
+  virtual void relu_backward(const Tensor& y, Tensor dy) = 0;          // dy *= (y > 0)
+  virtual void add_row_vector(Tensor a, const Tensor& v, float alpha) = 0;  // a[i,:] += alpha v
+  virtual void scale_rows(Tensor a, const Tensor& s) = 0;                   // a[i,:] *= s[i]
+  // out[j] = beta out[j] + alpha sum_i a[i,j]   (column sums; used for bias gradients)
+  virtual void sum_rows(const Tensor& a, Tensor out, float alpha, float beta) = 0;
+  // out[i] = sum_j a[i,j] b[i,j]
+  virtual void row_dot(const Tensor& a, const Tensor& b, Tensor out) = 0;
+  // Reductions returned to the host (double accumulation, fixed order).
+  virtual double sum(const Tensor& x) = 0;
+  virtual double sum_squares(const Tensor& x) = 0;
+  virtual double dot(const Tensor& a, const Tensor& b) = 0;
+  // out[i] = sum_j (a[i,j] - b[i,j])^2 (per-row squared error, into an f32 vector of length rows)
+  virtual void row_squared_error(const Tensor& a, const Tensor& b, Tensor out) = 0;
+  // True if every element is finite.
+  virtual bool all_finite(const Tensor& x) = 0;
+
+  // ---- dense linear algebra -------------------------------------------------------------------------------
+  // C = alpha op(A) op(B) + beta C, op = transpose when the flag is set.
+  virtual void gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,
+                    Tensor c) = 0;
+
+  // ---- softmax and selection ------------------------------------------------------------------------------
+  virtual void softmax_rows(const Tensor& logits, Tensor probs) = 0;
+  // dlogits = p * (dp - sum_j p_j dp_j)
+  virtual void softmax_rows_backward(const Tensor& probs, const Tensor& dprobs, Tensor dlogits) = 0;
+  // Per row of x [B, N]: the k largest values, sorted descending; ties broken by the smaller column index.
+  // If col_mask (i32 [N]) is given, only columns with mask != 0 are candidates; when fewer than k candidates
+  // exist, the remaining slots get value 0 and index -1.
+  virtual void topk_rows(const Tensor& x, int k, Tensor vals, Tensor idx, const Tensor* col_mask = nullptr) = 0;
+  // Sorts each row's (idx, val) pairs [B, k] by ascending idx (-1 last); used to put chosen experts in id order.
+  virtual void sort_rows_by_index(Tensor idx, Tensor vals) = 0;
+
+  // ---- gather / scatter -----------------------------------------------------------------------------------
+  virtual void gather_rows(const Tensor& src, const Tensor& idx, Tensor dst) = 0;   // dst[m] = src[idx[m]]
+  virtual void scatter_rows(const Tensor& src, const Tensor& idx, Tensor dst) = 0;  // dst[idx[m]] = src[m]
+  // Elementwise gathers on flattened tensors: dst[m] = src[idx[m]] (f32 or i32).
+  virtual void gather(const Tensor& src, const Tensor& idx, Tensor dst) = 0;
+  // dst[idx[m]] += src[m] (f32; deterministic: contributions to one element are added in order of m).
+  virtual void scatter_add(const Tensor& src, const Tensor& idx, Tensor dst) = 0;
+
+  // ---- sparse codes (ids i32 [B, k], -1 = empty slot; coef f32 [B, k]) ------------------------------------
+  // out[b] = beta out[b] + sum_j coef[b,j] W[ids[b,j]]
+  virtual void sparse_rows_matmul(const Tensor& coef, const Tensor& ids, const Tensor& w, float beta,
+                                  Tensor out) = 0;
+  // out[b,j] = x[b] . W[ids[b,j]]  (0 for empty slots)
+  virtual void sparse_rows_dot(const Tensor& x, const Tensor& ids, const Tensor& w, Tensor out) = 0;
+  // G[ids[b,j]] += alpha coef[b,j] x[b]   (deterministic: each row of G sums its contributions in b order)
+  virtual void sparse_rows_outer_add(const Tensor& coef, const Tensor& ids, const Tensor& x, float alpha,
+                                     Tensor g) = 0;
+
+  // ---- mixture-of-experts routing -------------------------------------------------------------------------
+  // Groups the (token, slot) pairs of experts [B, e] (i32 expert ids) by expert; see ExpertGroups.
+  virtual ExpertGroups group_by_expert(const Tensor& experts, int num_experts) = 0;
+  // Maps per-token candidate indices c in [0, e*n) to global latent ids experts[b, c / n] * n + c % n, and
+  // writes slot[b,j] = c / n. Empty slots (-1) stay -1.
+  virtual void candidates_to_latents(const Tensor& cand_idx, const Tensor& experts, int n, Tensor latent_ids,
+                                     Tensor slots) = 0;
+  // Dead-latent bookkeeping: counter[f] += tokens for every latent, then 0 for each latent ids[b,j] whose
+  // value vals[b,j] > 0 (the latent fired). Counters saturate at 2^30.
+  virtual void update_fired(const Tensor& ids, const Tensor& vals, int64_t tokens, Tensor counter) = 0;
+  // Number of entries > 0 (for L0).
+  virtual int64_t count_positive(const Tensor& x) = 0;
+  // mask[f] = counter[f] > threshold  (i32)
+  virtual void threshold_mask(const Tensor& counter, int64_t threshold, Tensor mask) = 0;
+
+  // ---- optimizer and constraints --------------------------------------------------------------------------
+  // Adam with bias correction: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr mhat / (sqrt(vhat) + eps)
+  virtual void adam_step(Tensor param, const Tensor& grad, Tensor m, Tensor v, float lr, float beta1,
+                         float beta2, float eps, int64_t step) = 0;
+  // w[i] /= (||w[i]|| + eps) for each row
+  virtual void normalize_rows(Tensor w, float eps) = 0;
+  // column j of w /= (||w[:,j]|| + eps)
+  virtual void normalize_cols(Tensor w, float eps) = 0;
+  // g[i] -= (g[i] . w[i]) w[i]   (removes the gradient component parallel to each decoder row)
+  virtual void project_out_rows(Tensor g, const Tensor& w) = 0;
+};
+
+// The CPU reference backend (BLAS + threads). `threads` <= 0 means all cores.
+std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
+
+}  // namespace moesae
