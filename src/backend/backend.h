@@ -52,6 +52,8 @@ class Backend {
   virtual void relu_backward(const Tensor& y, Tensor dy) = 0;          // dy *= (y > 0)
   virtual void add_row_vector(Tensor a, const Tensor& v, float alpha) = 0;  // a[i,:] += alpha v
   virtual void scale_rows(Tensor a, const Tensor& s) = 0;                   // a[i,:] *= s[i]
+  virtual void scale_cols(Tensor a, const Tensor& s) = 0;                   // a[:,j] *= s[j]
+  virtual void exp(const Tensor& x, Tensor out) = 0;                        // out = exp(x)
   // out[j] = beta out[j] + alpha sum_i a[i,j]   (column sums; used for bias gradients)
   virtual void sum_rows(const Tensor& a, Tensor out, float alpha, float beta) = 0;
   // out[i] = sum_j a[i,j] b[i,j]
@@ -84,10 +86,14 @@ class Backend {
   // ---- gather / scatter -----------------------------------------------------------------------------------
   virtual void gather_rows(const Tensor& src, const Tensor& idx, Tensor dst) = 0;   // dst[m] = src[idx[m]]
   virtual void scatter_rows(const Tensor& src, const Tensor& idx, Tensor dst) = 0;  // dst[idx[m]] = src[m]
-  // Elementwise gathers on flattened tensors: dst[m] = src[idx[m]] (f32 or i32).
+  // Elementwise gather on flattened tensors: dst[m] = src[idx[m]] (f32 or i32); idx -1 gives 0 (f32) / -1 (i32).
   virtual void gather(const Tensor& src, const Tensor& idx, Tensor dst) = 0;
-  // dst[idx[m]] += src[m] (f32; deterministic: contributions to one element are added in order of m).
+  // dst[idx[m]] += src[m] (f32; idx -1 skipped; contributions to one element are added in order of m).
   virtual void scatter_add(const Tensor& src, const Tensor& idx, Tensor dst) = 0;
+  // Per-row column gather: dst[b,j] = src[b, col[b,j]] (f32 or i32; col -1 gives 0 / -1).
+  virtual void gather_cols(const Tensor& src, const Tensor& col, Tensor dst) = 0;
+  // Per-row column scatter-add: dst[b, col[b,j]] += src[b,j] (f32; col -1 skipped; in j order).
+  virtual void scatter_add_cols(const Tensor& src, const Tensor& col, Tensor dst) = 0;
 
   // ---- sparse codes (ids i32 [B, k], -1 = empty slot; coef f32 [B, k]) ------------------------------------
   // out[b] = beta out[b] + sum_j coef[b,j] W[ids[b,j]]
@@ -98,6 +104,12 @@ class Backend {
   // G[ids[b,j]] += alpha coef[b,j] x[b]   (deterministic: each row of G sums its contributions in b order)
   virtual void sparse_rows_outer_add(const Tensor& coef, const Tensor& ids, const Tensor& x, float alpha,
                                      Tensor g) = 0;
+
+  // Rectangular-identity low-pass of Feature Scaling (Appendix C, Eq. C.2), for latent ids with n latents per
+  // expert: out[b,j] = x[b, ids[b,j] % n] if ids[b,j] % n < d, else 0; and the transpose, which accumulates
+  // g[b, ids[b,j] % n] += coef[b,j].
+  virtual void identity_lowpass_dot(const Tensor& x, const Tensor& ids, int n, Tensor out) = 0;
+  virtual void identity_lowpass_outer_add(const Tensor& coef, const Tensor& ids, int n, Tensor g) = 0;
 
   // ---- mixture-of-experts routing -------------------------------------------------------------------------
   // Groups the (token, slot) pairs of experts [B, e] (i32 expert ids) by expert; see ExpertGroups.
@@ -111,8 +123,8 @@ class Backend {
   virtual void update_fired(const Tensor& ids, const Tensor& vals, int64_t tokens, Tensor counter) = 0;
   // Number of entries > 0 (for L0).
   virtual int64_t count_positive(const Tensor& x) = 0;
-  // mask[f] = counter[f] > threshold  (i32)
-  virtual void threshold_mask(const Tensor& counter, int64_t threshold, Tensor mask) = 0;
+  // mask[f] = counter[f] > threshold (i32); returns the number of set entries.
+  virtual int64_t threshold_mask(const Tensor& counter, int64_t threshold, Tensor mask) = 0;
 
   // ---- optimizer and constraints --------------------------------------------------------------------------
   // Adam with bias correction: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr mhat / (sqrt(vhat) + eps)

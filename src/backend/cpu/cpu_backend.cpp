@@ -166,6 +166,21 @@ class CpuBackend final : public Backend {
       for (int64_t j = 0; j < c; ++j) row[j] *= ps[r];
     }
   }
+  void scale_cols(Tensor a, const Tensor& s) override {
+    MOESAE_CHECK(s.numel() == a.cols(), "scale_cols: ", a.shape_str(), " by ", s.shape_str());
+    const float* ps = s.data<float>();
+    const int64_t c = a.cols(), ld = a.rank() == 1 ? 1 : a.ld();
+    float* pa = a.data<float>();
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < a.rows(); ++r) {
+      float* row = pa + r * ld;
+      for (int64_t j = 0; j < c; ++j) row[j] *= ps[j];
+    }
+  }
+  void exp(const Tensor& x, Tensor out) override {
+    check_same_shape(x, out, "exp");
+    binary_rows(x, x, out, [](float u, float) { return std::exp(u); });
+  }
   void sum_rows(const Tensor& a, Tensor out, float alpha, float beta) override {
     MOESAE_CHECK(out.numel() == a.cols(), "sum_rows: ", a.shape_str(), " into ", out.shape_str());
     const int64_t c = a.cols(), rows = a.rows(), ld = a.rank() == 1 ? 1 : a.ld();
@@ -402,24 +417,71 @@ class CpuBackend final : public Backend {
   }
   void gather(const Tensor& src, const Tensor& idx, Tensor dst) override {
     MOESAE_CHECK(src.contiguous() && dst.contiguous() && idx.numel() == dst.numel() && src.dtype() == dst.dtype());
-    check_indices(idx, src.numel(), false, "gather");
+    check_indices(idx, src.numel(), true, "gather");
     const int32_t* ip = idx.data<int32_t>();
     const int32_t* sp = src.data<int32_t>();  // 4-byte elements: copy bits
     int32_t* dp = dst.data<int32_t>();
+    const int32_t empty = src.dtype() == DType::I32 ? -1 : 0;  // the bits of 0.0f are 0
 #pragma omp parallel for schedule(static)
-    for (int64_t m = 0; m < dst.numel(); ++m) {
-      dp[m] = sp[ip[m]];
-    }
+    for (int64_t m = 0; m < dst.numel(); ++m) dp[m] = ip[m] < 0 ? empty : sp[ip[m]];
   }
   void scatter_add(const Tensor& src, const Tensor& idx, Tensor dst) override {
     MOESAE_CHECK(src.contiguous() && dst.contiguous() && idx.numel() == src.numel());
+    check_indices(idx, dst.numel(), true, "scatter_add");
     const int32_t* ip = idx.data<int32_t>();
     const float* sp = src.data<float>();
     float* dp = dst.data<float>();
-    for (int64_t m = 0; m < src.numel(); ++m) {  // serial: order of contributions is fixed
-      MOESAE_CHECK(ip[m] >= 0 && ip[m] < dst.numel(), "scatter_add: index ", ip[m], " out of ", dst.numel());
-      dp[ip[m]] += sp[m];
+    for (int64_t m = 0; m < src.numel(); ++m)  // serial: order of contributions is fixed
+      if (ip[m] >= 0) dp[ip[m]] += sp[m];
+  }
+  void gather_cols(const Tensor& src, const Tensor& col, Tensor dst) override {
+    MOESAE_CHECK(src.rows() == col.rows() && col.rows() == dst.rows() && col.cols() == dst.cols() &&
+                     src.dtype() == dst.dtype(),
+                 "gather_cols: ", src.shape_str(), " by ", col.shape_str(), " into ", dst.shape_str());
+    check_indices(col, src.cols(), true, "gather_cols");
+    const int32_t empty = src.dtype() == DType::I32 ? -1 : 0;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < col.rows(); ++b) {
+      const int32_t* sp = src.data<int32_t>() + b * src.ld();
+      const int32_t* cp = col.data<int32_t>() + b * col.ld();
+      int32_t* dp = dst.data<int32_t>() + b * dst.ld();
+      for (int64_t j = 0; j < col.cols(); ++j) dp[j] = cp[j] < 0 ? empty : sp[cp[j]];
     }
+  }
+  void scatter_add_cols(const Tensor& src, const Tensor& col, Tensor dst) override {
+    MOESAE_CHECK(src.rows() == col.rows() && col.rows() == dst.rows() && col.cols() == src.cols(),
+                 "scatter_add_cols: ", src.shape_str(), " by ", col.shape_str(), " into ", dst.shape_str());
+    check_indices(col, dst.cols(), true, "scatter_add_cols");
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < col.rows(); ++b) {
+      const float* sp = src.data<float>() + b * src.ld();
+      const int32_t* cp = col.data<int32_t>() + b * col.ld();
+      float* dp = dst.data<float>() + b * dst.ld();
+      for (int64_t j = 0; j < col.cols(); ++j)
+        if (cp[j] >= 0) dp[cp[j]] += sp[j];
+    }
+  }
+  void identity_lowpass_dot(const Tensor& x, const Tensor& ids, int n, Tensor out) override {
+    MOESAE_CHECK(x.rows() == ids.rows() && out.rows() == ids.rows() && out.cols() == ids.cols());
+    const int64_t d = x.cols();
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < ids.rows(); ++b)
+      for (int64_t j = 0; j < ids.cols(); ++j) {
+        const int32_t f = ids.data<int32_t>()[b * ids.ld() + j];
+        const int64_t local = f < 0 ? d : f % n;
+        out.data<float>()[b * out.ld() + j] = local < d ? x.data<float>()[b * x.ld() + local] : 0.f;
+      }
+  }
+  void identity_lowpass_outer_add(const Tensor& coef, const Tensor& ids, int n, Tensor g) override {
+    MOESAE_CHECK(g.rows() == ids.rows() && coef.rows() == ids.rows() && coef.cols() == ids.cols());
+    const int64_t d = g.cols();
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < ids.rows(); ++b)
+      for (int64_t j = 0; j < ids.cols(); ++j) {
+        const int32_t f = ids.data<int32_t>()[b * ids.ld() + j];
+        const int64_t local = f < 0 ? d : f % n;
+        if (local < d) g.data<float>()[b * g.ld() + local] += coef.data<float>()[b * coef.ld() + j];
+      }
   }
 
   void sparse_rows_matmul(const Tensor& coef, const Tensor& ids, const Tensor& w, float beta,
@@ -570,11 +632,16 @@ class CpuBackend final : public Backend {
       return s;
     }));
   }
-  void threshold_mask(const Tensor& counter, int64_t threshold, Tensor mask) override {
+  int64_t threshold_mask(const Tensor& counter, int64_t threshold, Tensor mask) override {
     MOESAE_CHECK(counter.numel() == mask.numel());
     const int32_t* cp = counter.data<int32_t>();
     int32_t* mp = mask.data<int32_t>();
-    for (int64_t f = 0; f < counter.numel(); ++f) mp[f] = cp[f] > threshold ? 1 : 0;
+    int64_t count = 0;
+    for (int64_t f = 0; f < counter.numel(); ++f) {
+      mp[f] = cp[f] > threshold ? 1 : 0;
+      count += mp[f];
+    }
+    return count;
   }
 
   void adam_step(Tensor p, const Tensor& g, Tensor m, Tensor v, float lr, float b1, float b2, float eps,

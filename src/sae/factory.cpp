@@ -1,0 +1,17 @@
+#include "sae/gated_sae.h"
+#include "sae/moe_sae.h"
+#include "sae/topk_sae.h"
+
+namespace moesae {
+
+std::unique_ptr<Sae> make_sae(const ModelConfig& config, Backend& backend) {
+  switch (config.arch) {
+    case Arch::TopK: return std::make_unique<TopKSae>(config, backend);
+    case Arch::Gated: return std::make_unique<GatedSae>(config, backend);
+    case Arch::Switch:
+    case Arch::Scale: return std::make_unique<MoeSae>(config, backend);
+  }
+  fail("unknown model architecture");
+}
+
+}  // namespace moesae

@@ -1,0 +1,13 @@
+// moesae models: parameter initialisation shared by the models.
+#pragma once
+#include "backend/backend.h"
+#include "core/rng.h"
+
+namespace moesae {
+
+// Fills w with U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's default Linear init), drawn on the host.
+void init_uniform_fan_in(Backend& be, Tensor w, int64_t fan_in, Rng& rng);
+// The identity matrix into a square tensor.
+void init_identity(Backend& be, Tensor w);
+
+}  // namespace moesae

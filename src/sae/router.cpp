@@ -1,0 +1,85 @@
+#include "sae/router.h"
+
+#include "core/rng.h"
+#include "sae/init.h"
+#include "sae/sparse_codec.h"
+
+namespace moesae {
+
+Router::Router(const ModelConfig& config, Backend& be, ParamSet& params) : cfg_(config), be_(be) {
+  w_r_ = &params.add(be_, "W_r", cfg_.experts, cfg_.d);
+  b_r_ = &params.add_vector(be_, "b_r", cfg_.d);
+  if (cfg_.router_bias) b_g_ = &params.add_vector(be_, "b_g", cfg_.experts);
+}
+
+void Router::init(Rng& rng) { init_uniform_fan_in(be_, w_r_->value, cfg_.d, rng); }
+
+Routing Router::forward(const Tensor& x) {
+  const int64_t B = x.rows(), E = cfg_.experts, e = cfg_.active_experts;
+  ur_ = be_.empty(B, cfg_.d);
+  subtract_bias(be_, x, b_r_->value, ur_);
+  probs_ = be_.empty(B, E);
+  be_.gemm(false, true, 1.f, ur_, w_r_->value, 0.f, probs_);  // logits
+  if (b_g_) be_.add_row_vector(probs_, b_g_->value, 1.f);
+  be_.softmax_rows(probs_, probs_);
+  pvals_ = be_.empty(B, e);
+  experts_ = be_.empty(B, e, DType::I32);
+  be_.topk_rows(probs_, static_cast<int>(e), pvals_, experts_);  // T = argtopk(p, e), ties to the smaller id
+
+  Routing r;
+  // f_i with top-1 assignment (reference code) uses the argmax, i.e. the first column before re-sorting.
+  std::vector<double> top1_fraction;
+  if (cfg_.lb_assignment == LbAssignment::Top1) {
+    Tensor top = be_.to_host(experts_);  // one small [B, e] copy; column 0 is the argmax
+    top1_fraction.assign(E, 0.0);
+    for (int64_t b = 0; b < B; ++b) top1_fraction[top.host<int32_t>()[b * top.ld()]] += 1.0 / double(B);
+  }
+  be_.sort_rows_by_index(experts_, pvals_);  // slot order = expert id order (global latent id order)
+  weights_ = be_.empty(B, e);
+  switch (cfg_.weight) {
+    case ExpertWeight::P: be_.copy(pvals_, weights_); break;
+    case ExpertWeight::DoubleSoftmax: be_.softmax_rows(pvals_, weights_); break;
+    case ExpertWeight::Uniform: be_.fill(weights_, 1.f); break;
+  }
+  r.experts = experts_;
+  r.weights = weights_;
+  r.groups = be_.group_by_expert(experts_, static_cast<int>(E));
+  r.topE_fraction.resize(E);
+  for (int64_t i = 0; i < E; ++i)
+    r.topE_fraction[i] = double(r.groups.offsets[i + 1] - r.groups.offsets[i]) / double(B * e);
+  fraction_ = cfg_.lb_assignment == LbAssignment::Top1 ? top1_fraction : r.topE_fraction;
+  r.fraction = fraction_;
+  // P_i = mean_b p_bi;  L_lb = E sum_i f_i P_i  (Eq. 2.2)
+  Tensor mean_p = be_.empty_vector(E);
+  be_.sum_rows(probs_, mean_p, 1.f / float(B), 0.f);
+  Tensor mp = be_.to_host(mean_p);
+  for (int64_t i = 0; i < E; ++i) r.lb += double(E) * fraction_[i] * mp.host<float>()[i];
+  return r;
+}
+
+void Router::backward(const Tensor& dweights, double lb_weight) {
+  const int64_t B = probs_.rows(), E = cfg_.experts, e = cfg_.active_experts;
+  Tensor dprobs = be_.zeros(B, E);
+  if (cfg_.weight != ExpertWeight::Uniform) {
+    Tensor dp = be_.empty(B, e);
+    if (cfg_.weight == ExpertWeight::P)
+      be_.copy(dweights, dp);
+    else
+      be_.softmax_rows_backward(weights_, dweights, dp);  // w = softmax over T of p
+    be_.scatter_add_cols(dp, experts_, dprobs);
+  }
+  if (lb_weight != 0.0) {  // d(E sum_i f_i P_i)/dp_bi = E f_i / B (f_i is piecewise constant)
+    Tensor g = host_vector(E);
+    for (int64_t i = 0; i < E; ++i) g.host<float>()[i] = static_cast<float>(lb_weight * double(E) * fraction_[i] / B);
+    be_.add_row_vector(dprobs, be_.from_host(g), 1.f);
+  }
+  Tensor dlogits = be_.empty(B, E);
+  be_.softmax_rows_backward(probs_, dprobs, dlogits);
+  be_.gemm(true, false, 1.f, dlogits, ur_, 1.f, w_r_->grad);
+  if (b_g_) be_.sum_rows(dlogits, b_g_->grad, 1.f, 1.f);
+  Tensor dur = be_.empty(B, cfg_.d);
+  be_.gemm(false, false, 1.f, dlogits, w_r_->value, 0.f, dur);
+  be_.sum_rows(dur, b_r_->grad, -1.f, 1.f);  // ur = x - b_r
+}
+
+}  // namespace moesae

@@ -1,0 +1,80 @@
+#include "sae/sae.h"
+
+#include "sae/geometric_median.h"
+
+namespace moesae {
+
+Sae::Sae(const ModelConfig& config, Backend& backend) : cfg_(config), be_(backend) {
+  validate(cfg_);
+  fired_ = &params_.add_buffer(be_, "tokens_since_fired", cfg_.dict_size, DType::I32);
+}
+
+void Sae::init_biases_from_batch(const Tensor& host_batch) {
+  Tensor median = geometric_median(host_batch);
+  for (const char* name : {"b_pre", "b_r"})
+    if (Param* p = params_.find(name)) be_.upload(median, p->value);
+}
+
+std::vector<float> Sae::omega() {
+  std::vector<float> out;
+  if (Param* p = params_.find("omega")) {
+    Tensor h = be_.to_host(p->value);
+    out.assign(h.host<float>(), h.host<float>() + h.numel());
+  }
+  return out;
+}
+
+void Sae::zero_grad() {
+  for (Param* p : params_.trainable()) be_.fill(p->grad, 0.f);
+}
+
+void Sae::apply_decoder_constraint() {
+  for (Param* p : params_.trainable()) {
+    if (!p->decoder) continue;
+    if (cfg_.decoder_norm == DecoderNorm::Row) {
+      be_.normalize_rows(p->value, 1e-8f);
+    } else {  // reference code: unit columns within each expert's n x d block
+      const int64_t n = cfg_.latents_per_expert();
+      for (int i = 0; i < cfg_.experts; ++i) be_.normalize_cols(p->value.row_range(i * n, (i + 1) * n), 1e-8f);
+    }
+  }
+}
+
+void Sae::project_decoder_gradient() {
+  for (Param* p : params_.trainable())
+    if (p->decoder) be_.project_out_rows(p->grad, p->value);
+}
+
+void Sae::record_firing() { be_.update_fired(code_.ids, code_.vals, code_.ids.rows(), fired_->value); }
+
+int64_t Sae::dead_count() {
+  Tensor mask = be_.empty_vector(cfg_.dict_size, DType::I32);
+  return be_.threshold_mask(fired_->value, cfg_.dead_threshold_tokens, mask);
+}
+
+double Sae::dead_fraction() { return double(dead_count()) / double(cfg_.dict_size); }
+
+double Sae::recon_scale(int64_t batch) const {
+  return cfg_.mse_normalization == MseNormalization::Mean ? 1.0 / (double(batch) * cfg_.d) : 1.0 / double(batch);
+}
+
+double Sae::aux_factor() const { return cfg_.mse_normalization == MseNormalization::Mean ? 1.0 : double(cfg_.d); }
+
+void Sae::reconstruction_stats(const Tensor& x, SaeStats& s) {
+  const int64_t B = x.rows();
+  Tensor err = be_.empty_vector(B);
+  be_.row_squared_error(x, x_hat_, err);
+  s.tokens = B;
+  s.sq_error = be_.sum(err);
+  s.mse = s.sq_error / (double(B) * cfg_.d);
+  s.mse_sum = s.sq_error / double(B);
+  s.recon = recon_scale(B) * s.sq_error;
+}
+
+void Sae::reconstruction_grad(const Tensor& x, Tensor dxhat) {
+  be_.copy(x_hat_, dxhat);
+  be_.axpy(-1.f, x, dxhat);
+  be_.scale(dxhat, static_cast<float>(2.0 * recon_scale(x.rows())));
+}
+
+}  // namespace moesae

@@ -1,0 +1,49 @@
+// Helpers shared by the model tests.
+#pragma once
+#include <cmath>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/rng.h"
+#include "sae/sae.h"
+
+namespace moesae::testing {
+
+inline Tensor random_host(int64_t rows, int64_t cols, uint64_t seed, double scale = 1.0, double offset = 0.0) {
+  Tensor t = host_tensor(rows, cols);
+  Rng rng(seed);
+  for (int64_t i = 0; i < t.numel(); ++i) t.host<float>()[i] = static_cast<float>(offset + scale * rng.normal());
+  return t;
+}
+
+// Sets every element of a (host-backed) parameter to random values.
+inline void randomize(Backend& be, Tensor p, uint64_t seed, double scale, double offset = 0.0) {
+  Tensor h = be.to_host(p);
+  Rng rng(seed);
+  for (int64_t i = 0; i < h.numel(); ++i) h.host<float>()[i] = static_cast<float>(offset + scale * rng.normal());
+  be.upload(h, p);
+}
+
+inline std::vector<float> to_vec(Backend& be, const Tensor& t) {
+  Tensor h = be.to_host(t);
+  if (t.dtype() == DType::I32) {
+    std::vector<float> out(h.numel());
+    for (int64_t i = 0; i < h.numel(); ++i) out[i] = float(h.host<int32_t>()[i]);
+    return out;
+  }
+  return std::vector<float>(h.host<float>(), h.host<float>() + h.numel());
+}
+
+inline ModelConfig small_config(Arch arch, int d = 6, int F = 16, int E = 1, int e = 1, int k = 4) {
+  ModelConfig m;
+  m.arch = arch;
+  m.d = d;
+  m.dict_size = F;
+  m.experts = E;
+  m.active_experts = e;
+  m.k = k;
+  m.mse_normalization = MseNormalization::Sum;  // larger loss: better conditioned finite differences
+  return m;
+}
+
+}  // namespace moesae::testing
