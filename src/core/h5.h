@@ -46,8 +46,11 @@ class File {
   // A chunked, extensible 2-D f32 dataset [0, cols] (append with append_rows) or fixed [rows, cols].
   void create_2d(const std::string& dset, int64_t rows, int64_t cols, bool f16, int64_t chunk_rows);
   void create_extensible_2d(const std::string& dset, int64_t cols, bool f16, int64_t chunk_rows);
+  // A chunked, extensible 1-D dataset [0] of f32 or i32 (e.g. token ids beside activations).
+  void create_extensible_1d(const std::string& dset, DType dtype, int64_t chunk_rows);
   void write_rows(const std::string& dset, int64_t row0, const Tensor& host_rows);  // converts to stored type
   void append_rows(const std::string& dset, const Tensor& host_rows);
+  // read_rows / write_rows / append_rows also take rank-1 tensors (f32 or i32) for 1-D datasets.
 
   // Attributes on a group or dataset ("/" for the root).
   bool has_attr(const std::string& object_path, const std::string& name) const;
