@@ -1,0 +1,41 @@
+#include "train/adam.h"
+
+#include <cmath>
+
+namespace moesae {
+
+Adam::Adam(ParamSet& params, Backend& be, const TrainConfig& cfg)
+    : be_(be), params_(params.trainable()), beta1_(float(cfg.beta1)), beta2_(float(cfg.beta2)), eps_(float(cfg.eps)) {
+  for (Param* p : params_) {
+    m_.push_back(p->value.rank() == 1 ? be_.zeros_vector(p->value.rows()) : be_.zeros(p->value.rows(), p->value.cols()));
+    v_.push_back(p->value.rank() == 1 ? be_.zeros_vector(p->value.rows()) : be_.zeros(p->value.rows(), p->value.cols()));
+  }
+}
+
+void Adam::step(double lr) {
+  ++step_;
+  for (size_t i = 0; i < params_.size(); ++i)
+    be_.adam_step(params_[i]->value, params_[i]->grad, m_[i], v_[i], float(lr), beta1_, beta2_, eps_, step_);
+}
+
+double clip_grad_norm(ParamSet& params, Backend& be, double max_norm) {
+  double sq = 0;
+  for (Param* p : params.trainable()) sq += be.sum_squares(p->grad);
+  const double norm = std::sqrt(sq);
+  if (max_norm > 0 && norm > max_norm) {
+    const float s = static_cast<float>(max_norm / (norm + 1e-6));
+    for (Param* p : params.trainable()) be.scale(p->grad, s);
+  }
+  return norm;
+}
+
+double lr_at(const TrainConfig& cfg, double base_lr, int64_t step) {
+  double f = 1.0;
+  if (cfg.warmup_steps > 0 && step < cfg.warmup_steps) f = double(step + 1) / double(cfg.warmup_steps);
+  const int64_t decay_start = static_cast<int64_t>(std::llround(cfg.steps * (1.0 - cfg.decay_fraction)));
+  if (cfg.decay_fraction > 0 && step >= decay_start && cfg.steps > decay_start)
+    f = std::min(f, double(cfg.steps - step) / double(cfg.steps - decay_start));
+  return base_lr * f;
+}
+
+}  // namespace moesae

@@ -1,0 +1,78 @@
+#include "train/checkpoint.h"
+
+#include "core/h5.h"
+
+namespace moesae {
+namespace {
+
+void save_log(h5::File& f, const std::string& group, const MetricsLog& log) {
+  f.create_group(group);
+  for (auto& [key, values] : log.series()) f.write_f64(group + "/" + key, values);
+}
+
+MetricsLog load_log(h5::File& f, const std::string& group) {
+  MetricsLog log;
+  if (!f.exists(group)) return log;
+  std::map<std::string, std::vector<double>> s;
+  for (auto& key : f.list(group)) s[key] = f.read_f64(group + "/" + key);
+  log.set_series(std::move(s));
+  return log;
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam,
+                     const CheckpointState& state) {
+  Backend& be = sae.backend();
+  h5::AtomicWriter w(path);
+  h5::File& f = w.file();
+  f.set_attr("/", "kind", std::string("moesae checkpoint"));
+  f.set_attr("/", "config_yaml", config_yaml);
+  f.set_attr("/", "step", state.step);
+  f.set_attr("/", "adam_step", adam.steps_taken());
+  f.write_u64("/data_cursor", state.data_cursor);
+  f.create_group("/params");
+  f.create_group("/adam_m");
+  f.create_group("/adam_v");
+  auto params = sae.params().trainable();
+  for (size_t i = 0; i < params.size(); ++i) {
+    f.write("/params/" + params[i]->name, be.to_host(params[i]->value));
+    f.write("/adam_m/" + params[i]->name, be.to_host(adam.first_moments()[i]));
+    f.write("/adam_v/" + params[i]->name, be.to_host(adam.second_moments()[i]));
+  }
+  f.create_group("/buffers");
+  for (Param* b : sae.params().buffers()) f.write("/buffers/" + b->name, be.to_host(b->value));
+  save_log(f, "/metrics", state.metrics);
+  save_log(f, "/eval", state.eval_metrics);
+  w.commit();
+}
+
+CheckpointState load_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam) {
+  Backend& be = sae.backend();
+  h5::File f(path, h5::File::Mode::Read);
+  if (!f.has_attr("/", "kind") || f.attr_string("/", "kind") != "moesae checkpoint")
+    fail("'", path, "' is not a moesae checkpoint");
+  if (f.attr_string("/", "config_yaml") != config_yaml)
+    fail("checkpoint '", path, "' was written with a different configuration; remove it or use the original config");
+  CheckpointState st;
+  st.step = f.attr_int("/", "step");
+  adam.set_steps_taken(f.attr_int("/", "adam_step"));
+  st.data_cursor = f.read_u64("/data_cursor");
+  auto load_into = [&](const std::string& dset, Tensor dst) {
+    Tensor h = f.read(dset);
+    if (h.numel() != dst.numel()) fail("checkpoint '", path, "': ", dset, " has ", h.numel(), " elements, expected ", dst.numel());
+    be.upload(h.rank() == dst.rank() ? h : h.reshape(dst.rows(), dst.cols()), dst);
+  };
+  auto params = sae.params().trainable();
+  for (size_t i = 0; i < params.size(); ++i) {
+    load_into("/params/" + params[i]->name, params[i]->value);
+    load_into("/adam_m/" + params[i]->name, adam.first_moments()[i]);
+    load_into("/adam_v/" + params[i]->name, adam.second_moments()[i]);
+  }
+  for (Param* b : sae.params().buffers()) load_into("/buffers/" + b->name, b->value);
+  st.metrics = load_log(f, "/metrics");
+  st.eval_metrics = load_log(f, "/eval");
+  return st;
+}
+
+}  // namespace moesae

@@ -1,0 +1,157 @@
+#include "train/trainer.h"
+
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+
+#include "core/log.h"
+
+namespace moesae {
+namespace {
+
+std::atomic<bool> g_stop{false};
+void on_signal(int) { g_stop.store(true); }
+
+std::string si(double v) {
+  char buf[32];
+  if (v >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.2fM", v / 1e6);
+  else if (v >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.1fk", v / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+  return buf;
+}
+
+}  // namespace
+
+void install_stop_signal_handlers() {
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+}
+bool stop_requested() { return g_stop.load(); }
+
+Trainer::Trainer(const TrainConfig& cfg, Sae& sae, BatchSource& data)
+    : cfg_(cfg), sae_(sae), data_(data), adam_(sae.params(), sae.backend(), cfg) {
+  if (cfg_.steps <= 0) fail("train.steps must be positive (got ", cfg_.steps, ")");
+  if (cfg_.batch_size <= 0) fail("train.batch_size must be positive (got ", cfg_.batch_size, ")");
+  if (data_.dim() != sae_.config().d)
+    fail("data has d=", data_.dim(), " but the model was built for d=", sae_.config().d);
+  base_lr_ = cfg_.lr > 0 ? cfg_.lr : default_lr(sae_.config().dict_size);
+}
+
+void Trainer::set_checkpoint(const std::string& path, const std::string& config_yaml) {
+  ckpt_path_ = path;
+  config_yaml_ = config_yaml;
+}
+
+bool Trainer::resume_if_present() {
+  if (ckpt_path_.empty() || !std::filesystem::exists(ckpt_path_)) return false;
+  state_ = load_checkpoint(ckpt_path_, config_yaml_, sae_, adam_);
+  data_.restore(state_.data_cursor);
+  spdlog::info("resumed from '{}' at step {}/{}", ckpt_path_, state_.step, cfg_.steps);
+  return true;
+}
+
+void Trainer::checkpoint() {
+  if (ckpt_path_.empty()) return;
+  state_.data_cursor = data_.state();
+  save_checkpoint(ckpt_path_, config_yaml_, sae_, adam_, state_);
+}
+
+TrainOutcome Trainer::run(int64_t stop_after) {
+  Backend& be = sae_.backend();
+  const ModelConfig& mc = sae_.config();
+  const int64_t B = cfg_.batch_size;
+  Tensor host_batch = host_tensor(B, mc.d);
+  Tensor x = be.empty(B, mc.d);
+  TrainOutcome out;
+  Timer total, interval;
+  int64_t interval_steps = 0;
+  SaeStats acc;  // running sums over the logging interval
+  double acc_lr = 0, acc_gn = 0;
+  const int64_t first = state_.step;
+
+  while (state_.step < cfg_.steps) {
+    if (stop_requested() || (stop_after >= 0 && state_.step >= stop_after)) {
+      checkpoint();
+      out.interrupted = true;
+      spdlog::warn("stopped at step {} ({}); checkpoint written{}", state_.step,
+                   stop_requested() ? "signal" : "stop_after", ckpt_path_.empty() ? " (none configured)" : "");
+      break;
+    }
+    data_.next(host_batch);
+    if (state_.step == 0 && cfg_.geometric_median_init) sae_.init_biases_from_batch(host_batch);
+    be.upload(host_batch, x);
+
+    sae_.apply_decoder_constraint();
+    sae_.zero_grad();
+    SaeStats s = sae_.forward(x, true);
+    if (!std::isfinite(s.loss))
+      fail("training diverged at step ", state_.step, ": loss is ", s.loss, " (try a lower train.lr)");
+    sae_.backward();
+    const double gnorm = clip_grad_norm(sae_.params(), be, cfg_.grad_clip);
+    sae_.project_decoder_gradient();
+    const double lr = lr_at(cfg_, base_lr_, state_.step);
+    adam_.step(lr);
+    sae_.record_firing();
+    ++state_.step;
+
+    ++interval_steps;
+    acc.loss += s.loss;
+    acc.mse += s.mse;
+    acc.mse_sum += s.mse_sum;
+    acc.l0 += s.l0;
+    acc.lb += s.lb;
+    acc.aux += s.aux;
+    acc.sparsity += s.sparsity;
+    acc_lr += lr;
+    acc_gn += gnorm;
+    const bool last = state_.step == cfg_.steps;
+    if ((cfg_.log_every > 0 && state_.step % cfg_.log_every == 0) || last) {
+      const double secs = interval.seconds(), n = double(interval_steps);
+      const double tps = double(B) * n / std::max(secs, 1e-9);
+      const double dead = sae_.dead_fraction();
+      std::map<std::string, double> row{{"step", double(state_.step)},    {"loss", acc.loss / n},
+                                        {"mse", acc.mse / n},             {"mse_sum", acc.mse_sum / n},
+                                        {"l0", acc.l0 / n},               {"dead_fraction", dead},
+                                        {"lr", acc_lr / n},               {"grad_norm", acc_gn / n},
+                                        {"tokens_per_s", tps},            {"tokens", double(state_.step * B)}};
+      if (mc.arch == Arch::Scale || mc.arch == Arch::Switch) row["lb"] = acc.lb / n;
+      if (mc.arch == Arch::TopK) row["auxk"] = acc.aux / n;
+      if (mc.arch == Arch::Gated) {
+        row["sparsity"] = acc.sparsity / n;
+        row["aux"] = acc.aux / n;
+      }
+      auto omega = sae_.omega();
+      if (!omega.empty()) {
+        double m = 0;
+        for (float w : omega) m += w;
+        row["omega_mean"] = m / double(omega.size());
+      }
+      state_.metrics.add(row);
+      const double done = double(state_.step - first), rate = done / std::max(total.seconds(), 1e-9);
+      spdlog::info("step {}/{} | loss {:.5g} | mse {:.4g} | L0 {:.1f} | dead {:.1f}% | {} tok/s | ETA {}",
+                   state_.step, cfg_.steps, acc.loss / n, acc.mse / n, acc.l0 / n, 100.0 * dead, si(tps),
+                   format_duration(double(cfg_.steps - state_.step) / std::max(rate, 1e-9)));
+      acc = SaeStats{};
+      acc_lr = acc_gn = 0;
+      interval_steps = 0;
+      interval.reset();
+    }
+    if (eval_hook_ && cfg_.eval_every > 0 && state_.step % cfg_.eval_every == 0 && !last) {
+      auto row = eval_hook_(sae_);
+      row["step"] = double(state_.step);
+      state_.eval_metrics.add(row);
+    }
+    if (cfg_.checkpoint_every > 0 && state_.step % cfg_.checkpoint_every == 0 && !last) checkpoint();
+  }
+  out.steps_done = state_.step;
+  out.finished = state_.step >= cfg_.steps;
+  out.seconds = total.seconds();
+  if (out.finished) sae_.apply_decoder_constraint();  // final weights satisfy the constraint
+  return out;
+}
+
+}  // namespace moesae

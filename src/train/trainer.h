@@ -1,0 +1,61 @@
+// moesae training: the training loop. Per step (as the reference trainers): renormalise the decoder, forward,
+// backward, clip the global gradient norm, remove the decoder gradient's row-parallel component, Adam update with
+// the scheduled learning rate, update the dead-latent counters. Logs one progress line per interval, checkpoints
+// every checkpoint_every steps, at the end, and when SIGINT/SIGTERM arrives.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "sae/sae.h"
+#include "train/adam.h"
+#include "train/batch_source.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+
+namespace moesae {
+
+struct TrainOutcome {
+  int64_t steps_done = 0;
+  bool finished = false;     // reached cfg.steps
+  bool interrupted = false;  // stopped by a signal or stop_after (a checkpoint was written)
+  double seconds = 0;
+};
+
+class Trainer {
+ public:
+  // Periodic held-out evaluation hook: returns named metrics for the eval series.
+  using EvalHook = std::function<std::map<std::string, double>(Sae&)>;
+
+  Trainer(const TrainConfig& cfg, Sae& sae, BatchSource& data);
+  // Checkpointing (optional): the file and the resolved config text that identifies the run.
+  void set_checkpoint(const std::string& path, const std::string& config_yaml);
+  void set_eval_hook(EvalHook hook) { eval_hook_ = std::move(hook); }
+  // Loads the checkpoint if its file exists; returns whether it did.
+  bool resume_if_present();
+  // Runs until cfg.steps (or until stop_after steps have been completed in total, if >= 0).
+  TrainOutcome run(int64_t stop_after = -1);
+
+  const MetricsLog& metrics() const { return state_.metrics; }
+  const MetricsLog& eval_metrics() const { return state_.eval_metrics; }
+  int64_t step() const { return state_.step; }
+  double base_lr() const { return base_lr_; }
+
+ private:
+  void checkpoint();
+
+  TrainConfig cfg_;
+  Sae& sae_;
+  BatchSource& data_;
+  Adam adam_;
+  CheckpointState state_;
+  std::string ckpt_path_, config_yaml_;
+  EvalHook eval_hook_;
+  double base_lr_;
+};
+
+// Installs SIGINT/SIGTERM handlers that ask running trainers to checkpoint and stop (idempotent).
+void install_stop_signal_handlers();
+bool stop_requested();
+
+}  // namespace moesae
