@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/profile.h"
 #include "sae/init.h"
 #include "sae/sparse_codec.h"
 
@@ -91,13 +92,21 @@ SaeStats MoeSae::forward(const Tensor& x, bool train) {
   const int64_t B = x.rows(), e = cfg_.active_experts, k = cfg_.k, d = cfg_.d;
   MOESAE_CHECK(x.cols() == d, "input has d=", x.cols(), ", model expects ", d);
   x_ = x;
-  routing_ = router_.forward(x);
+  {
+    profile::Scope ps("router");
+    routing_ = router_.forward(x);
+  }
   u_ = be_.empty(B, d);
   subtract_bias(be_, x, b_pre_->value, u_);
   omega_host_ = omega();
   if (cfg_.feature_scaling == FeatureScaling::Mean || cfg_.feature_scaling == FeatureScaling::Reference)
     compute_lowpass_vectors();
-  Tensor cand = encode_candidates(routing_);
+  Tensor cand;
+  {
+    profile::Scope ps("encoder");
+    cand = encode_candidates(routing_);
+  }
+  profile::Scope select_scope("select+decode");
 
   // Global Top-K over the e*n candidates of each token (Eq. 2.3). Candidate c of token b is latent
   // experts[b, c / n] * n + c % n; slots are in ascending expert order, so ties go to the smaller global id.
@@ -136,6 +145,7 @@ SaeStats MoeSae::forward(const Tensor& x, bool train) {
 
 void MoeSae::backward() {
   const int64_t B = x_.rows(), e = cfg_.active_experts, k = cfg_.k, d = cfg_.d;
+  profile::Scope ps("backward");
   Tensor dxhat = be_.empty(B, d);
   reconstruction_grad(x_, dxhat);
   Tensor dcoef = be_.empty(B, k);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/profile.h"
 #include "sae/init.h"
 #include "sae/sparse_codec.h"
 
@@ -29,9 +30,13 @@ SaeStats TopKSae::forward(const Tensor& x, bool train) {
   subtract_bias(be_, x, b_pre_->value, u_);
   // Dense encoder: pre = u W_enc^T (+ b_enc), then ReLU, then TopK (ReLU before TopK, as the references).
   Tensor pre = be_.empty(B, F);
-  be_.gemm(false, true, 1.f, u_, w_enc_->value, 0.f, pre);
-  if (b_enc_) be_.add_row_vector(pre, b_enc_->value, 1.f);
-  be_.relu(pre);
+  {
+    profile::Scope ps("encoder");
+    be_.gemm(false, true, 1.f, u_, w_enc_->value, 0.f, pre);
+    if (b_enc_) be_.add_row_vector(pre, b_enc_->value, 1.f);
+    be_.relu(pre);
+  }
+  profile::Scope select_scope("select+decode");
   code_.vals = be_.empty(B, k);
   code_.ids = be_.empty(B, k, DType::I32);
   be_.topk_rows(pre, static_cast<int>(k), code_.vals, code_.ids);
@@ -76,6 +81,7 @@ double TopKSae::auxk_forward(const Tensor& x, const Tensor& pre) {
 
 void TopKSae::backward() {
   const int64_t B = x_.rows(), k = cfg_.k, d = cfg_.d;
+  profile::Scope ps("backward");
   Tensor dxhat = be_.empty(B, d);
   reconstruction_grad(x_, dxhat);
   Tensor dhat;  // AuxK: dL/de^ = aux_coef (e^ - e); e = x - x^ is not detached (as the reference code), so

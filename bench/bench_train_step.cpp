@@ -1,0 +1,170 @@
+// Training-step throughput on the CPU backend for the paper's shape (d=768, F=24576, E=64, e=2, k=32, Feature
+// Scaling) and for the dense TopK SAE at F=24576; the encoder phase's GFLOP/s beside the sgemm peak measured in the
+// same run; and the same steps in PyTorch (bench/torch_reference.py) on the same activations, in the same run.
+// Prints ratios. Not a test: see docs/performance.md.
+#include <cblas.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <vector>
+
+#include "core/log.h"
+#include "core/profile.h"
+#include "sae/sae.h"
+#include "train/adam.h"
+
+using namespace moesae;
+
+namespace {
+
+// Best of `reps` timed runs of a square sgemm (the machine's practical GEMM limit).
+double sgemm_peak_gflops(int size, int reps) {
+  std::vector<float> a(size_t(size) * size, 0.5f), b(size_t(size) * size, 0.25f), c(size_t(size) * size);
+  double best = 1e30;
+  for (int r = 0; r <= reps; ++r) {
+    Timer t;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, size, size, size, 1.f, a.data(), size, b.data(), size, 0.f,
+                c.data(), size);
+    if (r > 0) best = std::min(best, t.seconds());
+  }
+  return 2.0 * size * double(size) * size / best / 1e9;
+}
+
+struct StepResult {
+  double tokens_per_s = 0;
+  double encoder_gflops = 0;
+  std::map<std::string, double> phase_share;
+};
+
+StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int warmup, Backend& be) {
+  auto sae = make_sae(mc, be);
+  Rng rng(0);
+  sae->init(rng);
+  TrainConfig tc;
+  tc.steps = steps + warmup;
+  Adam adam(sae->params(), be, tc);
+  Tensor x = be.from_host(acts);
+  sae->init_biases_from_batch(acts);
+  auto one_step = [&]() {
+    sae->apply_decoder_constraint();
+    sae->zero_grad();
+    sae->forward(x, true);
+    sae->backward();
+    profile::Scope ps("optimizer");
+    clip_grad_norm(sae->params(), be, 1.0);
+    sae->project_decoder_gradient();
+    adam.step(1e-4);
+    sae->record_firing();
+  };
+  for (int i = 0; i < warmup; ++i) one_step();
+  profile::reset();
+  profile::set_enabled(true);
+  Timer t;
+  for (int i = 0; i < steps; ++i) one_step();
+  const double secs = t.seconds();
+  profile::set_enabled(false);
+  StepResult r;
+  const double B = double(acts.rows());
+  r.tokens_per_s = B * steps / secs;
+  const double n = double(mc.dict_size) / mc.experts;
+  const double enc_flops = 2.0 * B * double(mc.active_experts) * n * mc.d * steps;
+  auto tot = profile::totals();
+  r.encoder_gflops = enc_flops / tot["encoder"] / 1e9;
+  for (auto& [k, v] : tot) r.phase_share[k] = v / secs;
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"moesae training-step benchmark (CPU backend vs sgemm peak vs PyTorch)"};
+  int batch = 2048, steps = 3, warmup = 1, threads = 0;
+  std::string python = "/usr/bin/python3", torch_script = std::string(MOESAE_SOURCE_DIR) + "/bench/torch_reference.py";
+  bool no_torch = false;
+  app.add_option("--batch", batch, "tokens per step");
+  app.add_option("--steps", steps, "timed steps");
+  app.add_option("--warmup", warmup, "untimed steps first");
+  app.add_option("--threads", threads, "CPU threads (0: all)");
+  app.add_option("--python", python, "python with torch for the peer implementation");
+  app.add_flag("--no-torch", no_torch, "skip the PyTorch peer");
+  CLI11_PARSE(app, argc, argv);
+
+  auto be = make_cpu_backend(threads);
+  const int d = 768, F = 24576;
+  Tensor acts = host_tensor(batch, d);
+  Rng rng(1);
+  for (int64_t i = 0; i < acts.numel(); ++i) acts.host<float>()[i] = float(rng.normal());
+
+  std::printf("moesae bench_train_step: batch %d, %d timed steps, CPU backend\n", batch, steps);
+  const double peak = sgemm_peak_gflops(2048, 5);
+  std::printf("sgemm peak (2048^3, OpenBLAS, best of 5): %.1f GFLOP/s\n", peak);
+
+  ModelConfig scale;
+  scale.arch = Arch::Scale;
+  scale.d = d;
+  scale.dict_size = F;
+  scale.experts = 64;
+  scale.active_experts = 2;
+  scale.k = 32;
+  scale.feature_scaling = FeatureScaling::Mean;
+  ModelConfig topk = scale;
+  topk.arch = Arch::TopK;
+  topk.experts = 1;
+  topk.active_experts = 1;
+  topk.feature_scaling = FeatureScaling::None;
+
+  StepResult rs = bench_model(scale, acts, steps, warmup, *be);
+  StepResult rt = bench_model(topk, acts, steps, warmup, *be);
+  auto report = [&](const char* name, const StepResult& r) {
+    std::printf("%-34s %10.0f tokens/s | encoder %.1f GFLOP/s = %.0f%% of sgemm peak | phases:", name, r.tokens_per_s,
+                r.encoder_gflops, 100.0 * r.encoder_gflops / peak);
+    for (auto& [k, v] : r.phase_share) std::printf(" %s %.0f%%", k.c_str(), 100 * v);
+    std::printf("\n");
+  };
+  report("Scale SAE (E=64, e=2, k=32, FS)", rs);
+  report("TopK SAE (F=24576, k=32)", rt);
+
+  if (!no_torch) {
+    const std::string acts_path = "/tmp/moesae_bench_acts." + std::to_string(::getpid()) + ".f32";
+    {
+      std::ofstream f(acts_path, std::ios::binary);
+      f.write(reinterpret_cast<const char*>(acts.host<float>()), acts.numel() * 4);
+    }
+    const std::string cmd = python + " " + torch_script + " --acts " + acts_path + " --d 768 --batch " +
+                            std::to_string(batch) + " --dict-size 24576 --experts 64 --active 2 --k 32 --steps " +
+                            std::to_string(std::max(1, steps - 1)) + " --warmup 1" +
+                            " --threads " + std::to_string(threads > 0 ? threads : omp_get_max_threads());
+    std::FILE* p = ::popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[512];
+    while (p && std::fgets(buf, sizeof buf, p)) out += buf;
+    const int rc = p ? ::pclose(p) : -1;
+    std::remove(acts_path.c_str());
+    double torch_topk = 0, torch_scale = 0;
+    if (rc == 0) {
+      auto grab = [&](const char* key) {
+        auto pos = out.find(key);
+        return pos == std::string::npos ? 0.0 : std::atof(out.c_str() + out.find(':', pos) + 1);
+      };
+      torch_topk = grab("\"topk_tokens_per_s\"");
+      torch_scale = grab("\"scale_dense_tokens_per_s\"");
+    }
+    if (torch_topk <= 0) {
+      std::printf("PyTorch peer unavailable (%s exited %d); install python3-torch (scripts/setup-deps.sh --bench)\n",
+                  python.c_str(), rc);
+    } else {
+      std::printf("PyTorch %s", out.c_str());
+      std::printf("TopK step: moesae %.0f vs PyTorch %.0f tokens/s -> %.2fx (goal >= 2x)\n", rt.tokens_per_s, torch_topk,
+                  rt.tokens_per_s / torch_topk);
+      std::printf("Scale step: moesae %.0f vs PyTorch dense-all-experts %.0f tokens/s -> %.2fx (goal >= 10x)\n",
+                  rs.tokens_per_s, torch_scale, rs.tokens_per_s / torch_scale);
+    }
+  }
+  std::printf("encoder phase vs sgemm peak: Scale %.0f%%, TopK %.0f%% (goal >= 50%%)\n",
+              100.0 * rs.encoder_gflops / peak, 100.0 * rt.encoder_gflops / peak);
+  return 0;
+}
