@@ -1,2 +1,37 @@
-// moesae: command-line entry point (subcommands are registered in src/cli/commands.cpp).
-int main() { return 0; }
+// moesae: command-line entry point. Every failure ends with one "error: ..." line and a non-zero exit status.
+#include <cstdio>
+#include <vector>
+#include <string>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/log.h"
+
+int main(int argc, char** argv) {
+  using namespace moesae;
+  CLI::App app{"moesae: Mixture-of-Experts sparse autoencoders (Scale SAE, Switch, TopK, Gated) on LM activations"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "moesae 0.1.0");
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
+  const std::vector<cli::Command> commands{cli::add_train(app), cli::add_run(app),    cli::add_synth(app),
+                                           cli::add_eval(app),  cli::add_export(app), cli::add_info(app)};
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  spdlog::set_pattern("[%H:%M:%S] %^%v%$");
+  try {
+    set_log_level(log_level);
+    for (const auto& c : commands)
+      if (c.sub->parsed()) return c.run();
+  } catch (const Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -442,6 +442,13 @@ hid_t select_rows(const File& f, const std::string& dset, hid_t d, const Tensor&
   return space;
 }
 
+// A memory dataspace shaped like the tensor's elements ([rows] or [rows, cols], packed). Matching the file
+// selection's rank lets HDF5 take its fast contiguous path.
+hid_t packed_memory_space(const Tensor& t) {
+  const hsize_t dims[2] = {static_cast<hsize_t>(t.rows()), static_cast<hsize_t>(t.cols())};
+  return H5Screate_simple(t.rank(), dims, nullptr);
+}
+
 }  // namespace
 
 void File::read_rows(const std::string& dset, int64_t row0, Tensor out) const {
@@ -454,8 +461,7 @@ void File::read_rows(const std::string& dset, int64_t row0, Tensor out) const {
   herr_t rc;
   if (io.half) {
     std::vector<uint16_t> raw(static_cast<size_t>(out.numel()));
-    const hsize_t n = raw.size();
-    Handle mspace(H5Screate_simple(1, &n, nullptr), H5Sclose);
+    Handle mspace(packed_memory_space(out), H5Sclose);
     rc = H5Dread(d.get(), half_type(), mspace.get(), fspace.get(), H5P_DEFAULT, raw.data());
     if (rc >= 0) {
       const int64_t cols = out.rank() == 2 ? out.cols() : 1, ld = out.rank() == 2 ? out.ld() : 1;
@@ -466,8 +472,7 @@ void File::read_rows(const std::string& dset, int64_t row0, Tensor out) const {
       }
     }
   } else if (out.contiguous()) {
-    const hsize_t n = static_cast<hsize_t>(out.numel());
-    Handle mspace(H5Screate_simple(1, &n, nullptr), H5Sclose);
+    Handle mspace(packed_memory_space(out), H5Sclose);
     rc = H5Dread(d.get(), io.mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, out.data<void>());
   } else {  // a strided 2-D view: select the leading cols of each row of a [rows, ld] memory block
     hsize_t mdims[2] = {static_cast<hsize_t>(out.rows()), static_cast<hsize_t>(out.ld())};
@@ -525,8 +530,8 @@ void File::write_rows(const std::string& dset, int64_t row0, const Tensor& rows)
   RowIo io{};
   Handle fspace(select_rows(*this, dset, d.get(), rows, row0, true, io), H5Sclose);
   if (rows.numel() == 0) return;
-  const hsize_t n = static_cast<hsize_t>(rows.numel());
-  Handle mspace(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  const size_t n = static_cast<size_t>(rows.numel());
+  Handle mspace(packed_memory_space(rows), H5Sclose);
   herr_t rc;
   if (io.half) {
     std::vector<uint16_t> raw(static_cast<size_t>(n));

@@ -73,4 +73,13 @@ class Rng {
   double spare_ = 0.0;
 };
 
+// A well-mixed seed for an independent stream `stream` of `seed` (splitmix64 finaliser), e.g. one RNG per data
+// block, rank or epoch: mix_seed(mix_seed(seed, kStreamTag), index).
+inline uint64_t mix_seed(uint64_t seed, uint64_t stream) {
+  uint64_t z = seed + 0x9e3779b97f4a7c15ull * (stream + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 }  // namespace moesae

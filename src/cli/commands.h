@@ -1,0 +1,21 @@
+// moesae CLI: each subcommand registers itself on the CLI11 app and returns the callback that runs it.
+#pragma once
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace moesae::cli {
+
+struct Command {
+  CLI::App* sub;            // the registered subcommand
+  std::function<int()> run;  // runs it after parsing; returns the exit status
+};
+
+Command add_info(CLI::App& app);
+Command add_train(CLI::App& app);
+Command add_synth(CLI::App& app);
+Command add_eval(CLI::App& app);
+Command add_export(CLI::App& app);
+Command add_run(CLI::App& app);
+
+}  // namespace moesae::cli

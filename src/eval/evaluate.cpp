@@ -1,0 +1,81 @@
+#include "eval/evaluate.h"
+
+#include <algorithm>
+
+#include "eval/expert_load.h"
+#include "eval/ground_truth.h"
+#include "eval/reconstruction.h"
+#include "eval/redundancy.h"
+#include "eval/sparsity.h"
+
+namespace moesae {
+
+EvalResult evaluate_reconstruction(Sae& sae, EvalReader& reader, int64_t batch_size, int64_t max_tokens) {
+  Backend& be = sae.backend();
+  const ModelConfig& mc = sae.config();
+  reader.reset();
+  const int64_t available = reader.rows().size();
+  const int64_t budget = max_tokens > 0 ? std::min(max_tokens, available) : available;
+  if (budget <= 0) fail("no held-out tokens to evaluate on (set data.eval_fraction or data.eval_tokens)");
+  Tensor host = host_tensor(std::min(batch_size, budget), mc.d);
+  ReconstructionAccumulator rec(mc.d);
+  SparsityAccumulator sparsity(mc.dict_size);
+  std::vector<double> routed(mc.experts, 0.0);
+  const bool moe = mc.arch == Arch::Scale || mc.arch == Arch::Switch;
+  int64_t seen = 0;
+  while (seen < budget) {
+    const int64_t n = std::min(reader.next(host), budget - seen);
+    if (n <= 0) break;
+    Tensor xh = host.row_range(0, n);
+    Tensor x = be.from_host(xh);
+    SaeStats s = sae.forward(x, false);
+    rec.add(xh, be.to_host(sae.reconstruction()));
+    sparsity.add(be.to_host(sae.code().ids), be.to_host(sae.code().vals));
+    for (size_t i = 0; i < s.expert_fraction.size(); ++i) routed[i] += s.expert_fraction[i] * double(n);
+    seen += n;
+  }
+  EvalResult r;
+  r.scalars["eval_tokens"] = double(seen);
+  r.scalars["mse"] = rec.mse();
+  r.scalars["mse_sum"] = rec.mse_sum_d();
+  r.scalars["fvu"] = rec.fvu();
+  r.scalars["explained_variance"] = rec.explained_variance();
+  r.scalars["l0"] = sparsity.l0();
+  r.scalars["dead_fraction"] = sparsity.dead_fraction();
+  if (moe) {
+    for (auto& v : routed) v /= double(seen);
+    ExpertLoad load = expert_load_from_fractions(routed);
+    r.vectors["expert_fraction"] = load.fractions;
+    r.scalars["expert_entropy"] = load.entropy;
+    r.scalars["expert_entropy_normalized"] = load.normalized_entropy;
+    r.scalars["idle_experts"] = double(load.idle_experts);
+  }
+  return r;
+}
+
+EvalResult evaluate_sae(Sae& sae, EvalReader& reader, const EvalConfig& cfg, int64_t default_batch,
+                        const Tensor* true_dictionary) {
+  EvalResult r = evaluate_reconstruction(sae, reader, cfg.batch_size > 0 ? cfg.batch_size : default_batch,
+                                         cfg.max_tokens);
+  Tensor w_dec = sae.backend().to_host(sae.decoder());
+  Redundancy red = decoder_redundancy(w_dec, cfg.redundancy_threshold);
+  r.scalars["redundancy"] = red.redundant_fraction;
+  r.scalars["mean_max_cosine"] = red.mean_max_cosine;
+  r.scalars["redundancy_threshold"] = cfg.redundancy_threshold;
+  r.scalars["train_dead_fraction"] = sae.dead_fraction();
+  std::vector<float> omega = sae.omega();
+  if (!omega.empty()) {
+    double m = 0;
+    for (float w : omega) m += w;
+    r.scalars["omega_mean"] = m / double(omega.size());
+    r.vectors["omega"] = std::vector<double>(omega.begin(), omega.end());
+  }
+  if (true_dictionary) {
+    GroundTruthRecovery gt = ground_truth_recovery(w_dec, *true_dictionary, cfg.recovered_threshold);
+    r.scalars["gt_mmcs"] = gt.mmcs;
+    r.scalars["gt_recovered"] = gt.recovered_fraction;
+  }
+  return r;
+}
+
+}  // namespace moesae

@@ -1,0 +1,33 @@
+// moesae run: one training run from a resolved configuration to its HDF5 record.
+//   data -> model (random init, b_pre/b_r at the geometric median of the first batch) -> Trainer (checkpoint
+//   `<out>.ckpt.h5`, resumed automatically when present and written with the same config) -> held-out
+//   evaluation -> record `<out>` (atomic). The checkpoint is removed once the record is written.
+#pragma once
+#include <string>
+
+#include "eval/evaluate.h"
+#include "run/config.h"
+
+namespace moesae {
+
+struct TrainRunOptions {
+  std::string out;           // record path (RUN.h5)
+  int64_t stop_after = -1;   // stop (with a checkpoint) once this many steps are done; -1: run to the end
+  bool restart = false;      // ignore an existing checkpoint
+};
+
+struct TrainRunResult {
+  bool finished = false;  // a record was written
+  int64_t steps_done = 0;
+  double seconds = 0;
+  EvalResult final;
+};
+
+std::string checkpoint_path_for(const std::string& record_path);
+
+TrainRunResult train_run(const RunConfig& config, const TrainRunOptions& options);
+
+// Builds the model described by a record and loads its weights (for eval and export).
+std::unique_ptr<Sae> load_sae_from_record(const std::string& record_path, Backend& be, RunConfig* config_out);
+
+}  // namespace moesae
