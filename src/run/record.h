@@ -7,27 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "core/metric_series.h"
 #include "core/tensor.h"
 
 namespace moesae {
-
-// Named columns over rows (one row per logged step), all the same length. A row without some column records NaN
-// there. The column "step" is stored as i64, every other column as f64.
-class MetricSeries {
- public:
-  void add_row(const std::map<std::string, double>& row);
-  // Replaces all columns (e.g. with MetricsLog::series()); they must have equal lengths.
-  void set_columns(std::map<std::string, std::vector<double>> columns);
-  const std::map<std::string, std::vector<double>>& columns() const { return columns_; }
-  size_t rows() const { return rows_; }
-  bool has(const std::string& name) const { return columns_.count(name) != 0; }
-  // The column `name`; fails naming it if absent.
-  const std::vector<double>& column(const std::string& name) const;
-
- private:
-  std::map<std::string, std::vector<double>> columns_;
-  size_t rows_ = 0;
-};
 
 struct RunRecord {
   std::string moesae_version;  // set by the constructor to this build's version

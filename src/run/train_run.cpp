@@ -72,8 +72,8 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   RunRecord rec;
   rec.arch = to_string(config.model.arch);
   rec.config_yaml = yaml;
-  rec.metrics.set_columns(trainer.metrics().series());
-  rec.eval.set_columns(trainer.eval_metrics().series());
+  rec.metrics = trainer.metrics();
+  rec.eval = trainer.eval_metrics();
   rec.final_scalars = result.final.scalars;
   rec.final_vectors = result.final.vectors;
   for (Param* p : sae->params().all()) rec.weights[p->name] = be->to_host(p->value);

@@ -5,17 +5,17 @@
 namespace moesae {
 namespace {
 
-void save_log(h5::File& f, const std::string& group, const MetricsLog& log) {
+void save_log(h5::File& f, const std::string& group, const MetricSeries& log) {
   f.create_group(group);
-  for (auto& [key, values] : log.series()) f.write_f64(group + "/" + key, values);
+  for (auto& [key, values] : log.columns()) f.write_f64(group + "/" + key, values);
 }
 
-MetricsLog load_log(h5::File& f, const std::string& group) {
-  MetricsLog log;
+MetricSeries load_log(h5::File& f, const std::string& group) {
+  MetricSeries log;
   if (!f.exists(group)) return log;
   std::map<std::string, std::vector<double>> s;
   for (auto& key : f.list(group)) s[key] = f.read_f64(group + "/" + key);
-  log.set_series(std::move(s));
+  log.set_columns(std::move(s));
   return log;
 }
 

@@ -8,15 +8,15 @@
 
 #include "sae/sae.h"
 #include "train/adam.h"
-#include "train/metrics_log.h"
+#include "core/metric_series.h"
 
 namespace moesae {
 
 struct CheckpointState {
   int64_t step = 0;  // steps completed
   std::vector<uint64_t> data_cursor;
-  MetricsLog metrics;
-  MetricsLog eval_metrics;
+  MetricSeries metrics;
+  MetricSeries eval_metrics;
 };
 
 void save_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam,

@@ -130,7 +130,7 @@ TrainOutcome Trainer::run(int64_t stop_after) {
         for (float w : omega) m += w;
         row["omega_mean"] = m / double(omega.size());
       }
-      state_.metrics.add(row);
+      state_.metrics.add_row(row);
       const double done = double(state_.step - first), rate = done / std::max(total.seconds(), 1e-9);
       spdlog::info("step {}/{} | loss {:.5g} | mse {:.4g} | L0 {:.1f} | dead {:.1f}% | {} tok/s | ETA {}",
                    state_.step, cfg_.steps, acc.loss / n, acc.mse / n, acc.l0 / n, 100.0 * dead, si(tps),
@@ -143,7 +143,7 @@ TrainOutcome Trainer::run(int64_t stop_after) {
     if (eval_hook_ && cfg_.eval_every > 0 && state_.step % cfg_.eval_every == 0 && !last) {
       auto row = eval_hook_(sae_);
       row["step"] = double(state_.step);
-      state_.eval_metrics.add(row);
+      state_.eval_metrics.add_row(row);
     }
     if (cfg_.checkpoint_every > 0 && state_.step % cfg_.checkpoint_every == 0 && !last) checkpoint();
   }

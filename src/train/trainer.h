@@ -36,8 +36,8 @@ class Trainer {
   // Runs until cfg.steps (or until stop_after steps have been completed in total, if >= 0).
   TrainOutcome run(int64_t stop_after = -1);
 
-  const MetricsLog& metrics() const { return state_.metrics; }
-  const MetricsLog& eval_metrics() const { return state_.eval_metrics; }
+  const MetricSeries& metrics() const { return state_.metrics; }
+  const MetricSeries& eval_metrics() const { return state_.eval_metrics; }
   int64_t step() const { return state_.step; }
   double base_lr() const { return base_lr_; }
 
