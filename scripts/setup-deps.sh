@@ -6,7 +6,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PKGS=(
   build-essential cmake ninja-build pkg-config git
-  libopenblas-dev libhdf5-dev hdf5-tools libyaml-cpp-dev
+  libopenblas-dev libopenblas-openmp-dev libhdf5-dev hdf5-tools libyaml-cpp-dev
   libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
