@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "core/version.h"
 #ifdef MOESAE_HAVE_CUDA
 #include "backend/cuda/device_info.h"
 #endif
@@ -14,7 +15,7 @@ namespace moesae::cli {
 Command add_info(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("info", "Show the build, threads and visible GPUs");
   return {sub, []() {
-    std::printf("moesae 0.1.0\n");
+    std::printf("moesae %s\n", kMoesaeVersion);
     std::printf("BLAS: %s\n", openblas_get_config());
     std::printf("OpenMP threads: %d\n", omp_get_max_threads());
 #ifdef MOESAE_HAVE_CUDA

@@ -6,12 +6,13 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/version.h"
 
 int main(int argc, char** argv) {
   using namespace moesae;
   CLI::App app{"moesae: Mixture-of-Experts sparse autoencoders (Scale SAE, Switch, TopK, Gated) on LM activations"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "moesae 0.1.0");
+  app.set_version_flag("--version", std::string("moesae ") + kMoesaeVersion);
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
   const std::vector<cli::Command> commands{cli::add_train(app), cli::add_run(app),    cli::add_synth(app),
