@@ -526,6 +526,7 @@ class CpuBackend final : public Backend {
         }
         const float* wr = w.data<float>() + f * w.ld();
         float s = 0.f;
+#pragma omp simd reduction(+ : s)
         for (int64_t t = 0; t < d; ++t) s += xb[t] * wr[t];
         ob[j] = s;
       }
