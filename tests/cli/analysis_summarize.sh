@@ -6,7 +6,7 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
-"$moesae" --log-level warn synth --out acts.h5 --d 16 --features 32 --tokens 20000 --seed 3
+"$moesae" --log-level warn synth --out acts.h5 --d 16 --features 64 --groups 4 --active 3 --tokens 20000 --seed 3
 cat > run.yaml <<'YAML'
 data: {path: acts.h5, eval_tokens: 2000}
 model: {arch: topk, dict_size: 64, k: 4}
