@@ -61,7 +61,7 @@ def main():
         raise SystemExit("error: no run records found")
     cols = list(rows[0].keys())
     if a.csv:
-        w = csv.DictWriter(sys.stdout, fieldnames=cols)
+        w = csv.DictWriter(sys.stdout, fieldnames=cols, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
         return
