@@ -147,35 +147,23 @@ class CpuBackend final : public Backend {
   void add_row_vector(Tensor a, const Tensor& v, float alpha) override {
     MOESAE_CHECK(v.numel() == a.cols(), "add_row_vector: ", a.shape_str(), " + ", v.shape_str());
     const float* pv = v.data<float>();
-    const int64_t c = a.cols(), ld = a.rank() == 1 ? 1 : a.ld();
-    float* pa = a.data<float>();
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < a.rows(); ++r) {
-      float* row = pa + r * ld;
+    each_row(a, [&](float* row, int64_t, int64_t c) {
       for (int64_t j = 0; j < c; ++j) row[j] += alpha * pv[j];
-    }
+    });
   }
   void scale_rows(Tensor a, const Tensor& s) override {
     MOESAE_CHECK(s.numel() == a.rows(), "scale_rows: ", a.shape_str(), " by ", s.shape_str());
     const float* ps = s.data<float>();
-    const int64_t c = a.cols(), ld = a.rank() == 1 ? 1 : a.ld();
-    float* pa = a.data<float>();
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < a.rows(); ++r) {
-      float* row = pa + r * ld;
+    each_row(a, [&](float* row, int64_t r, int64_t c) {
       for (int64_t j = 0; j < c; ++j) row[j] *= ps[r];
-    }
+    });
   }
   void scale_cols(Tensor a, const Tensor& s) override {
     MOESAE_CHECK(s.numel() == a.cols(), "scale_cols: ", a.shape_str(), " by ", s.shape_str());
     const float* ps = s.data<float>();
-    const int64_t c = a.cols(), ld = a.rank() == 1 ? 1 : a.ld();
-    float* pa = a.data<float>();
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < a.rows(); ++r) {
-      float* row = pa + r * ld;
+    each_row(a, [&](float* row, int64_t, int64_t c) {
       for (int64_t j = 0; j < c; ++j) row[j] *= ps[j];
-    }
+    });
   }
   void exp(const Tensor& x, Tensor out) override {
     check_same_shape(x, out, "exp");
@@ -705,6 +693,14 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // f(row pointer, row index, columns) for every row of a (possibly strided) f32 tensor, rows in parallel.
+  template <typename F>
+  static void each_row(Tensor a, F&& f) {
+    const int64_t c = a.cols(), ld = a.rank() == 1 ? 1 : a.ld();
+    float* pa = a.data<float>();
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < a.rows(); ++r) f(pa + r * ld, r, c);
+  }
   template <typename Op>
   void binary_rows(const Tensor& a, const Tensor& b, Tensor out, Op op) {
     const int64_t c = a.cols();
