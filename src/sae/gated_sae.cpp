@@ -1,6 +1,5 @@
 #include "sae/gated_sae.h"
 
-#include "sae/init.h"
 #include "sae/sparse_codec.h"
 
 namespace moesae {
@@ -16,9 +15,7 @@ GatedSae::GatedSae(const ModelConfig& config, Backend& backend) : Sae(config, ba
 }
 
 void GatedSae::init(Rng& rng) {
-  init_uniform_fan_in(be_, w_gate_->value, cfg_.d, rng);
-  be_.copy(w_gate_->value, w_dec_->value);
-  apply_decoder_constraint();
+  init_encoder_and_tied_decoder(w_gate_->value, w_dec_->value, rng);
 }
 
 SaeStats GatedSae::forward(const Tensor& x, bool train) {

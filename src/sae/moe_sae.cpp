@@ -24,9 +24,7 @@ MoeSae::MoeSae(const ModelConfig& config, Backend& backend)
 
 void MoeSae::init(Rng& rng) {
   router_.init(rng);
-  init_uniform_fan_in(be_, w_enc_->value, cfg_.d, rng);
-  be_.copy(w_enc_->value, w_dec_->value);
-  apply_decoder_constraint();
+  init_encoder_and_tied_decoder(w_enc_->value, w_dec_->value, rng);
   if (a_ref_) init_identity(be_, a_ref_->value);
   if (a_lp_) {  // start at the paper's mean low-pass: every row of A_LP,i = mean row of W_i
     for (int i = 0; i < cfg_.experts; ++i) {

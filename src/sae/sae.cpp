@@ -1,6 +1,7 @@
 #include "sae/sae.h"
 
 #include "sae/geometric_median.h"
+#include "sae/init.h"
 
 namespace moesae {
 
@@ -75,6 +76,12 @@ void Sae::reconstruction_grad(const Tensor& x, Tensor dxhat) {
   be_.copy(x_hat_, dxhat);
   be_.axpy(-1.f, x, dxhat);
   be_.scale(dxhat, static_cast<float>(2.0 * recon_scale(x.rows())));
+}
+
+void Sae::init_encoder_and_tied_decoder(Tensor w_enc, Tensor w_dec, Rng& rng) {
+  init_uniform_fan_in(be_, w_enc, cfg_.d, rng);
+  be_.copy(w_enc, w_dec);
+  apply_decoder_constraint();
 }
 
 }  // namespace moesae

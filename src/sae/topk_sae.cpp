@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "core/profile.h"
-#include "sae/init.h"
 #include "sae/sparse_codec.h"
 
 namespace moesae {
@@ -17,9 +16,7 @@ TopKSae::TopKSae(const ModelConfig& config, Backend& backend) : Sae(config, back
 }
 
 void TopKSae::init(Rng& rng) {
-  init_uniform_fan_in(be_, w_enc_->value, cfg_.d, rng);
-  be_.copy(w_enc_->value, w_dec_->value);
-  apply_decoder_constraint();
+  init_encoder_and_tied_decoder(w_enc_->value, w_dec_->value, rng);
 }
 
 SaeStats TopKSae::forward(const Tensor& x, bool train) {
