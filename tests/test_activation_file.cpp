@@ -6,23 +6,14 @@
 #include <filesystem>
 
 #include "data/activation_file.h"
+#include "error_of.h"
 #include "temp_dir.h"
 
 using namespace moesae;
 using moesae::testing::TempDir;
+using moesae::testing::error_of;
 
 namespace {
-
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a moesae::Error";
-  return "";
-}
 
 // Row r, column c holds r + c / 8 (exact in f16 for r < 256).
 float value_at(int64_t r, int64_t c) { return static_cast<float>(r) + static_cast<float>(c) / 8.0f; }

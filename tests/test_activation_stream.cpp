@@ -10,23 +10,14 @@
 #include "core/h5.h"
 #include "data/activation_file.h"
 #include "data/activation_stream.h"
+#include "error_of.h"
 #include "temp_dir.h"
 
 using namespace moesae;
 using moesae::testing::TempDir;
+using moesae::testing::error_of;
 
 namespace {
-
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a moesae::Error";
-  return "";
-}
 
 constexpr int64_t kD = 4;
 

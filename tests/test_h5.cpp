@@ -9,25 +9,16 @@
 #include <limits>
 
 #include "core/h5.h"
+#include "error_of.h"
 #include "temp_dir.h"
 
 using namespace moesae;
 using moesae::testing::TempDir;
+using moesae::testing::error_of;
 
 namespace {
 
 // Runs `fn` and returns the moesae::Error message it throws (fails the test if it does not throw).
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a moesae::Error";
-  return "";
-}
-
 Tensor iota_tensor(int64_t rows, int64_t cols, float scale = 0.5f) {
   Tensor t = host_tensor(rows, cols);
   for (int64_t i = 0; i < t.numel(); ++i) t.host<float>()[i] = scale * static_cast<float>(i) - 3.0f;
