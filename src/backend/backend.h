@@ -56,16 +56,11 @@ class Backend {
   virtual void exp(const Tensor& x, Tensor out) = 0;                        // out = exp(x)
   // out[j] = beta out[j] + alpha sum_i a[i,j]   (column sums; used for bias gradients)
   virtual void sum_rows(const Tensor& a, Tensor out, float alpha, float beta) = 0;
-  // out[i] = sum_j a[i,j] b[i,j]
-  virtual void row_dot(const Tensor& a, const Tensor& b, Tensor out) = 0;
   // Reductions returned to the host (double accumulation, fixed order).
   virtual double sum(const Tensor& x) = 0;
   virtual double sum_squares(const Tensor& x) = 0;
-  virtual double dot(const Tensor& a, const Tensor& b) = 0;
   // out[i] = sum_j (a[i,j] - b[i,j])^2 (per-row squared error, into an f32 vector of length rows)
   virtual void row_squared_error(const Tensor& a, const Tensor& b, Tensor out) = 0;
-  // True if every element is finite.
-  virtual bool all_finite(const Tensor& x) = 0;
 
   // ---- dense linear algebra -------------------------------------------------------------------------------
   // C = alpha op(A) op(B) + beta C, op = transpose when the flag is set.

@@ -188,19 +188,6 @@ class CpuBackend final : public Backend {
         po[j] = static_cast<float>((beta == 0.f ? 0.0 : double(beta) * po[j]) + double(alpha) * acc[j - c0]);
     }
   }
-  void row_dot(const Tensor& a, const Tensor& b, Tensor out) override {
-    check_same_shape(a, b, "row_dot");
-    MOESAE_CHECK(out.numel() == a.rows());
-    const int64_t c = a.cols(), la = a.ld(), lb = b.ld();
-    const float *pa = a.data<float>(), *pb = b.data<float>();
-    float* po = out.data<float>();
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < a.rows(); ++r) {
-      double s = 0;
-      for (int64_t j = 0; j < c; ++j) s += double(pa[r * la + j]) * pb[r * lb + j];
-      po[r] = static_cast<float>(s);
-    }
-  }
   double sum(const Tensor& x) override {
     return reduce(x, [](const float* p, int64_t n) {
       double s = 0;
@@ -214,33 +201,6 @@ class CpuBackend final : public Backend {
       for (int64_t i = 0; i < n; ++i) s += double(p[i]) * p[i];
       return s;
     });
-  }
-  double dot(const Tensor& a, const Tensor& b) override {
-    check_same_shape(a, b, "dot");
-    std::vector<double> parts(a.rows());
-    const int64_t c = a.cols(), la = a.rank() == 1 ? 1 : a.ld(), lb = b.rank() == 1 ? 1 : b.ld();
-    if (a.rank() == 1 || c == 1) {
-      const int64_t n = a.rows();
-      const int64_t nb = (n + kBlock - 1) / kBlock;
-      parts.assign(nb, 0.0);
-#pragma omp parallel for schedule(static)
-      for (int64_t bb = 0; bb < nb; ++bb) {
-        double s = 0;
-        for (int64_t i = bb * kBlock; i < std::min(n, (bb + 1) * kBlock); ++i)
-          s += double(a.data<float>()[i * la]) * b.data<float>()[i * lb];
-        parts[bb] = s;
-      }
-    } else {
-#pragma omp parallel for schedule(static)
-      for (int64_t r = 0; r < a.rows(); ++r) {
-        double s = 0;
-        for (int64_t j = 0; j < c; ++j) s += double(a.data<float>()[r * la + j]) * b.data<float>()[r * lb + j];
-        parts[r] = s;
-      }
-    }
-    double s = 0;
-    for (double v : parts) s += v;
-    return s;
   }
   void row_squared_error(const Tensor& a, const Tensor& b, Tensor out) override {
     check_same_shape(a, b, "row_squared_error");
@@ -258,15 +218,6 @@ class CpuBackend final : public Backend {
       po[r] = static_cast<float>(s);
     }
   }
-  bool all_finite(const Tensor& x) override {
-    double bad = reduce(x, [](const float* p, int64_t n) {
-      double s = 0;
-      for (int64_t i = 0; i < n; ++i) s += std::isfinite(p[i]) ? 0.0 : 1.0;
-      return s;
-    });
-    return bad == 0.0;
-  }
-
   void gemm(bool ta, bool tb, float alpha, const Tensor& a, const Tensor& b, float beta, Tensor c) override {
     const int64_t m = ta ? a.cols() : a.rows(), ka = ta ? a.rows() : a.cols();
     const int64_t kb = tb ? b.cols() : b.rows(), n = tb ? b.rows() : b.cols();
