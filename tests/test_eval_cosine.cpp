@@ -118,6 +118,7 @@ TEST(Redundancy, WithinGroupsMatchesBruteForce) {
   EXPECT_GT(max_cosine_per_latent(w)[900], 0.99f);
 }
 
+// OpenBLAS's sgemm may split its work differently for another thread count, so the cosines agree to rounding.
 TEST(Redundancy, ZeroRowHasZeroCosineAndResultIsThreadIndependent) {
   Rng rng(9);
   Tensor w = random_rows(2500, 16, rng);
@@ -128,8 +129,10 @@ TEST(Redundancy, ZeroRowHasZeroCosineAndResultIsThreadIndependent) {
   omp_set_num_threads(3);
   const std::vector<float> three = max_cosine_per_latent(w);
   omp_set_num_threads(saved);
-  EXPECT_EQ(one, three);
+  ASSERT_EQ(one.size(), three.size());
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(one[i], three[i], 1e-6f) << i;
   EXPECT_EQ(one[7], 0.f);
+  EXPECT_EQ(three[7], 0.f);
 }
 
 TEST(Redundancy, Errors) {

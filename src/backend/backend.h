@@ -3,7 +3,9 @@
 // Nothing above this layer touches element pointers of device tensors: models call these operations only.
 //
 // Conventions: tensors are row-major f32 (ids and counts i32) and may be strided 2-D views (ld >= cols).
-// Every operation is deterministic: the same inputs give bit-identical outputs for any thread count.
+// Every operation is deterministic: the same inputs give bit-identical outputs run after run. Beyond that, every
+// operation except gemm gives the same bits for any thread count (gemm is BLAS's: its blocking may follow the
+// thread count, which changes rounding).
 #pragma once
 #include <cstdint>
 #include <memory>
