@@ -92,6 +92,7 @@ TEST(RunConfig, MinimalConfigKeepsEveryDefault) {
   const RunConfig c = parse_run_config_text(kMinimal);
   RunConfig want;
   want.model.dict_size = 1024;
+  want.model.feature_scaling = FeatureScaling::Mean;  // the default arch, scale, is the paper's Scale SAE
   expect_same(c, want);
 }
 
@@ -163,7 +164,7 @@ TEST(RunConfig, RoundTripOfEveryFieldIsExact) {
   m.auxk = false;
   m.k_aux = 256;
   m.auxk_alpha = 1.0f / 3.0f;
-  m.dead_threshold_tokens = 123456789012;
+  m.dead_threshold_tokens = 987654321;
   m.l1_coeff = 5e-5f;
   TrainConfig& t = c.train;
   t.steps = 9999;
@@ -410,4 +411,22 @@ TEST(RunConfig, FromParsedTreeLeavesTheTreeUntouched) {
     EXPECT_NE(std::string(e.what()).find("override 'model.k=x': model.k: expected an integer"), std::string::npos)
         << e.what();
   }
+}
+
+TEST(RunConfig, ScaleDefaultsToFeatureScalingAndCompatSetsTheReferenceRedundancyThreshold) {
+  EXPECT_EQ(parse_run_config_text("model: {arch: scale, dict_size: 256, experts: 4}").model.feature_scaling,
+            FeatureScaling::Mean);
+  EXPECT_EQ(parse_run_config_text("model: {arch: scale, dict_size: 256, experts: 4, feature_scaling: none}")
+                .model.feature_scaling,
+            FeatureScaling::None);
+  EXPECT_EQ(parse_run_config_text("model: {arch: switch, dict_size: 256, experts: 4}").model.feature_scaling,
+            FeatureScaling::None);
+  const RunConfig ref = parse_run_config_text("model: {arch: scale, dict_size: 256, experts: 4, compat: reference}");
+  EXPECT_EQ(ref.model.feature_scaling, FeatureScaling::Reference);
+  EXPECT_DOUBLE_EQ(ref.eval.redundancy_threshold, 0.8);
+  EXPECT_DOUBLE_EQ(parse_run_config_text("model: {dict_size: 256, experts: 4, compat: reference}\n"
+                                         "eval: {redundancy_threshold: 0.9}")
+                       .eval.redundancy_threshold,
+                   0.9);
+  EXPECT_DOUBLE_EQ(parse_run_config_text("model: {dict_size: 256}").eval.redundancy_threshold, 0.9);
 }

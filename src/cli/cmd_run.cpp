@@ -1,5 +1,8 @@
 // `moesae run EXPERIMENT.yaml [--only NAME ...] [--set key=value ...] [--rerun]`
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <string>
 
 #include "cli/commands.h"
 #include "run/experiment.h"
@@ -25,7 +28,16 @@ Command add_run(CLI::App& app) {
             if (!a->table_only) failed = run_experiment(e, ExperimentOptions{a->only, a->rerun});
             std::printf("\n%s: final metrics on held-out tokens (records in %s/)\n%s", e.name.c_str(), e.out.c_str(),
                         comparison_table(e).c_str());
-            return failed == 0 ? 0 : 1;
+            if (failed == 0) return 0;
+            std::string names;  // the selected runs left without a record (their errors are in the log above)
+            for (const ExperimentRun& r : e.runs)
+              if ((a->only.empty() || std::find(a->only.begin(), a->only.end(), r.name) != a->only.end()) &&
+                  !std::filesystem::exists(r.record))
+                names += (names.empty() ? "" : ", ") + r.name;
+            std::fflush(stdout);
+            std::fprintf(stderr, "error: %d run(s) of '%s' did not finish: %s (see the log above)\n", failed,
+                         a->file.c_str(), names.c_str());
+            return 1;
           }};
 }
 

@@ -20,7 +20,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // A usage error (unknown option, missing argument, a file that does not exist): one line, like every other error.
+    std::fprintf(stderr, "error: %s (see 'moesae --help')\n", e.what());
+    return 2;
   }
   spdlog::set_pattern("[%H:%M:%S] %^%v%$");
   try {

@@ -2,7 +2,8 @@
 // For each true feature g (row of D [G, d]): its best match among the learned decoder rows W_dec [F, d] by cosine
 // similarity. MMCS (mean max cosine similarity, Sharkey et al. 2022) = mean over true features of that maximum;
 // a true feature is recovered when the maximum is strictly greater than a threshold (default 0.9).
-// Blockwise sgemm on normalised rows; the G x F cosine matrix is never formed. Deterministic.
+// Blockwise sgemm on normalised rows; the G x F cosine matrix is never formed. Deterministic run to
+// run (sgemm's rounding may follow the thread count).
 #pragma once
 #include <cstdint>
 #include <vector>

@@ -2,7 +2,8 @@
 // A latent is redundant when its decoder row has cosine similarity above a threshold with some OTHER latent's row.
 // Rows are normalised first; the comparison is global across experts (the F x F cosine matrix with its diagonal
 // excluded), computed blockwise with sgemm so the F x F matrix is never formed, and exploiting its symmetry.
-// Deterministic: every cosine is one fixed sgemm entry and maxima are exact.
+// Deterministic run to run: every cosine is one sgemm entry and maxima are exact (sgemm's rounding may follow the
+// thread count).
 #pragma once
 #include <cstdint>
 #include <vector>

@@ -267,6 +267,7 @@ const std::vector<Field<ModelConfig>>& model_fields() {
          m.arch = v.enumeration(parse_arch);
          if (m.arch == Arch::Switch) m.active_experts = 1;
          if (m.arch == Arch::TopK || m.arch == Arch::Gated) m.experts = m.active_experts = 1;
+         m.feature_scaling = m.arch == Arch::Scale ? FeatureScaling::Mean : FeatureScaling::None;
        },
        [](const ModelConfig& m) { return std::optional<Written>({to_string(m.arch)}); }},
       int_field("dict_size", &ModelConfig::dict_size, kAtLeastOne),
@@ -504,10 +505,14 @@ void validate_model(const YAML::Node& root, const Source& src, const ModelConfig
 RunConfig convert(const YAML::Node& root, const Source& src) {
   RunConfig c;
   read_section(root, "data", data_fields(), src, c.data);
+  c.model.feature_scaling = FeatureScaling::Mean;  // the default arch is the paper's Scale SAE (Eq. 2.5)
   read_section(root, "model", model_fields(), src, c.model);
   read_heaviside(root, src, c.model);
   read_section(root, "train", train_fields(), src, c.train);
   read_section(root, "eval", eval_fields(), src, c.eval);
+  // The reference code's redundancy metric compares against 0.8 (reference-implementations.md §3.8.4, §3.10 #11).
+  if (c.model.compat == Compat::Reference && !(root["eval"] && root["eval"]["redundancy_threshold"]))
+    c.eval.redundancy_threshold = 0.8;
   validate_model(root, src, c.model);
   return c;
 }

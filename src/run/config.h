@@ -12,8 +12,11 @@
 //
 // Model presets, applied in this order before the remaining model keys:
 //   1. arch: switch -> active_experts 1; arch: topk | gated -> experts 1, active_experts 1;
+//      arch: scale (the default) -> feature_scaling mean (the paper's Scale SAE; feature_scaling: none is the
+//      no-scaling ablation);
 //   2. compat: reference -> apply_compat_reference() (every reference-code option, §3.10; with
-//      feature_scaling: mean it selects the reference code's A * mean low-pass, feature_scaling: reference);
+//      feature_scaling: mean it selects the reference code's A * mean low-pass, feature_scaling: reference), and
+//      eval.redundancy_threshold 0.8 unless given (the reference metric's actual threshold, §3.8.4);
 //   3. every explicitly given option key (weight, select_on, decoder_norm, ...) overrides the preset.
 // `heaviside: true` (Switch SAE, Mudide et al.) means weight: uniform (w = 1); it conflicts with another explicit
 // weight. `model.d` is optional: the input dimension comes from the data (a given d is for the caller to check).

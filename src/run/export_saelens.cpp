@@ -81,6 +81,8 @@ void export_saelens(const std::string& record_path, const std::string& out_dir) 
           entries.push_back({name, t, shape_of(t)});
       break;
   }
+  if (std::filesystem::exists(out_dir) && !std::filesystem::is_directory(out_dir))
+    fail("cannot export to '", out_dir, "': it exists and is not a directory");
   std::filesystem::create_directories(out_dir);
   safetensors::write(out_dir + "/sae_weights.safetensors", entries, {{"format", "pt"}});
   const std::string tmp = out_dir + "/cfg.json.tmp";

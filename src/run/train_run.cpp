@@ -1,6 +1,10 @@
 #include "run/train_run.h"
 
 #include <filesystem>
+#include <map>
+#include <set>
+
+#include <yaml-cpp/yaml.h>
 
 #include "core/h5.h"
 #include "core/log.h"
@@ -18,6 +22,57 @@ bool has_ground_truth(const std::string& path) {
   return f.exists("/ground_truth/dictionary");
 }
 
+// "model.k: 4 -> 8, train.steps: 60 -> 80": the keys whose values differ between two to_yaml() texts.
+std::string config_differences(const std::string& was, const std::string& now) {
+  std::map<std::string, std::string> a, b;
+  const auto flatten = [](const std::string& text, std::map<std::string, std::string>& out) {
+    try {
+      const YAML::Node root = YAML::Load(text);
+      for (auto section = root.begin(); section != root.end(); ++section) {
+        if (!section->second.IsMap()) continue;
+        for (auto kv = section->second.begin(); kv != section->second.end(); ++kv)
+          out[section->first.Scalar() + "." + kv->first.Scalar()] = kv->second.IsScalar() ? kv->second.Scalar() : "...";
+      }
+    } catch (const YAML::Exception&) {
+    }
+  };
+  flatten(was, a);
+  flatten(now, b);
+  std::set<std::string> keys;
+  for (const auto* m : {&a, &b})
+    for (const auto& kv : *m) keys.insert(kv.first);
+  std::string diff;
+  int differing = 0;
+  for (const std::string& key : keys) {
+    const auto ia = a.find(key), ib = b.find(key);
+    const std::string va = ia == a.end() ? "(absent)" : ia->second, vb = ib == b.end() ? "(absent)" : ib->second;
+    if (va == vb) continue;
+    if (++differing <= 4) diff += (differing > 1 ? ", " : "") + key + ": " + va + " -> " + vb;
+  }
+  if (differing > 4) diff += ", and " + std::to_string(differing - 4) + " more";
+  return diff.empty() ? "the configuration text differs" : diff;
+}
+
+const char* const kStartOver = "delete it to start the run over (moesae train: --restart)";
+
+// Refuses, before any work is done, a checkpoint this run cannot resume from: not a moesae checkpoint, unreadable,
+// or written with a different configuration (the message names the keys that differ).
+void check_resumable(const std::string& ckpt, const std::string& yaml) {
+  std::string written;
+  try {
+    h5::File f(ckpt, h5::File::Mode::Read);
+    if (!f.has_attr("/", "kind") || f.attr_string("/", "kind") != "moesae checkpoint")
+      fail("it is not a moesae checkpoint");
+    if (!f.has_attr("/", "config_yaml")) fail("it records no configuration");
+    written = f.attr_string("/", "config_yaml");
+  } catch (const Error& e) {
+    fail("cannot resume from '", ckpt, "': ", e.what(), "; ", kStartOver);
+  }
+  if (written != yaml)
+    fail("checkpoint '", ckpt, "' was written with a different configuration (", config_differences(written, yaml),
+         "); resume with the original configuration, or ", kStartOver);
+}
+
 }  // namespace
 
 std::string checkpoint_path_for(const std::string& record_path) { return record_path + ".ckpt.h5"; }
@@ -26,7 +81,11 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   if (opt.out.empty()) fail("no output record path given (--out)");
   RunConfig config = config_in;
   if (config.data.path.empty()) fail("data.path is not set: give the activation file in the config or with --set data.path=...");
+  if (!std::filesystem::exists(config.data.path))
+    fail("data.path: activation file '", config.data.path, "' does not exist");
   ActivationStream stream(config.data, config.train.seed);
+  if (stream.eval_rows().size() == 0)  // checked now rather than after training, by the final evaluation
+    fail("no held-out tokens to evaluate on: data.eval_fraction and data.eval_tokens are both 0");
   if (config.model.d != 0 && config.model.d != stream.d())
     fail("model.d is ", config.model.d, " but '", config.data.path, "' has d=", stream.d());
   config.model.d = static_cast<int>(stream.d());
@@ -38,6 +97,7 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   const std::string ckpt = checkpoint_path_for(opt.out);
   if (auto dir = std::filesystem::path(opt.out).parent_path(); !dir.empty()) std::filesystem::create_directories(dir);
   if (opt.restart && std::filesystem::exists(ckpt)) std::filesystem::remove(ckpt);
+  if (std::filesystem::exists(ckpt)) check_resumable(ckpt, yaml);
 
   auto be = make_cpu_backend(config.train.threads);
   auto sae = make_sae(config.model, *be);
@@ -52,7 +112,11 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
     EvalReader reader = stream.eval_reader();
     return evaluate_sae(s, reader, config.eval, config.train.batch_size, truth.get()).scalars;
   });
-  trainer.resume_if_present();
+  try {
+    trainer.resume_if_present();
+  } catch (const Error& e) {
+    fail("cannot resume from '", ckpt, "': ", e.what(), "; ", kStartOver);
+  }
   spdlog::info("training {} (F={}, E={}, e={}, k={}, d={}) for {} steps of {} tokens, lr {:.3g}",
                to_string(config.model.arch), config.model.dict_size, config.model.experts,
                config.model.active_experts, config.model.k, config.model.d, config.train.steps,

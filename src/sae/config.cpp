@@ -83,7 +83,8 @@ void validate(const ModelConfig& m) {
     fail("model.feature_scaling needs experts (arch scale)");
   if (m.lb_alpha < 0) fail("model.lb_alpha must be >= 0");
   if (m.l1_coeff < 0) fail("model.l1_coeff must be >= 0");
-  if (m.dead_threshold_tokens <= 0) fail("model.dead_threshold_tokens must be positive");
+  if (m.dead_threshold_tokens <= 0 || m.dead_threshold_tokens >= (int64_t(1) << 30))
+    fail("model.dead_threshold_tokens must be in [1, 2^30) (got ", m.dead_threshold_tokens, ")");
 }
 
 const char* to_string(Arch a) { return name_of(a, kArch); }

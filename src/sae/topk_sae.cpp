@@ -59,7 +59,7 @@ double TopKSae::auxk_forward(const Tensor& x, const Tensor& pre) {
   aux_vals_ = be_.empty(B, aux_k_);
   aux_ids_ = be_.empty(B, aux_k_, DType::I32);
   be_.topk_rows(pre, aux_k_, aux_vals_, aux_ids_, &dead_mask);
-  // e = x - x^ (detached), e^ = W_dec^T z_aux (no bias).
+  // e = x - x^ (not detached: see backward), e^ = W_dec^T z_aux (no bias).
   aux_resid_ = be_.empty(B, d);
   be_.copy(x, aux_resid_);
   be_.axpy(-1.f, x_hat_, aux_resid_);

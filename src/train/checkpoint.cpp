@@ -19,6 +19,28 @@ MetricSeries load_log(h5::File& f, const std::string& group) {
   return log;
 }
 
+std::vector<double> encode(const IntervalSums& s) {
+  return {double(s.steps), s.loss, s.mse, s.mse_sum, s.l0, s.lb, s.aux, s.sparsity, s.lr, s.grad_norm};
+}
+
+IntervalSums decode_interval(const std::vector<double>& v, const std::string& path) {
+  if (v.size() != 10 || !(v[0] >= 0))
+    fail("checkpoint '", path, "': /interval has ", v.size(),
+         " values, expected 10 (the steps and sums of the open metrics row)");
+  IntervalSums s;
+  s.steps = static_cast<int64_t>(v[0]);
+  s.loss = v[1];
+  s.mse = v[2];
+  s.mse_sum = v[3];
+  s.l0 = v[4];
+  s.lb = v[5];
+  s.aux = v[6];
+  s.sparsity = v[7];
+  s.lr = v[8];
+  s.grad_norm = v[9];
+  return s;
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam,
@@ -44,6 +66,7 @@ void save_checkpoint(const std::string& path, const std::string& config_yaml, Sa
   for (Param* b : sae.params().buffers()) f.write("/buffers/" + b->name, be.to_host(b->value));
   save_log(f, "/metrics", state.metrics);
   save_log(f, "/eval", state.eval_metrics);
+  f.write_f64("/interval", encode(state.interval));
   w.commit();
 }
 
@@ -72,6 +95,7 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& conf
   for (Param* b : sae.params().buffers()) load_into("/buffers/" + b->name, b->value);
   st.metrics = load_log(f, "/metrics");
   st.eval_metrics = load_log(f, "/eval");
+  if (f.exists("/interval")) st.interval = decode_interval(f.read_f64("/interval"), path);  // absent: no open row
   return st;
 }
 

@@ -1,7 +1,8 @@
 // moesae training: checkpoints for exact resumption. One HDF5 file holds the parameters, state buffers (dead-latent
-// counters), Adam moments and step, the data stream's cursor, the metrics so far, and the resolved config text
-// (resuming with a different config is refused). Written atomically: a crash mid-write leaves the previous
-// checkpoint intact.
+// counters), Adam moments and step, the data stream's cursor, the metrics so far (with the running sums of the
+// metrics row in progress, so that a resumed run logs exactly the rows of an uninterrupted one), and the resolved
+// config text (resuming with a different config is refused). Written atomically: a crash mid-write leaves the
+// previous checkpoint intact.
 #pragma once
 #include <string>
 #include <vector>
@@ -12,11 +13,19 @@
 
 namespace moesae {
 
+// Running sums of the metrics row being accumulated (the steps since the last row), so that a run resumed between
+// two rows logs the same rows as one that was never interrupted.
+struct IntervalSums {
+  int64_t steps = 0;
+  double loss = 0, mse = 0, mse_sum = 0, l0 = 0, lb = 0, aux = 0, sparsity = 0, lr = 0, grad_norm = 0;
+};
+
 struct CheckpointState {
   int64_t step = 0;  // steps completed
   std::vector<uint64_t> data_cursor;
   MetricSeries metrics;
   MetricSeries eval_metrics;
+  IntervalSums interval;
 };
 
 void save_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam,

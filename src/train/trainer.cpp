@@ -68,9 +68,7 @@ TrainOutcome Trainer::run(int64_t stop_after) {
   Tensor x = be.empty(B, mc.d);
   TrainOutcome out;
   Timer total, interval;
-  int64_t interval_steps = 0;
-  SaeStats acc;  // running sums over the logging interval
-  double acc_lr = 0, acc_gn = 0;
+  IntervalSums& acc = state_.interval;  // running sums over the logging interval (checkpointed with the state)
   const int64_t first = state_.step;
 
   while (state_.step < cfg_.steps) {
@@ -98,7 +96,7 @@ TrainOutcome Trainer::run(int64_t stop_after) {
     sae_.record_firing();
     ++state_.step;
 
-    ++interval_steps;
+    ++acc.steps;
     acc.loss += s.loss;
     acc.mse += s.mse;
     acc.mse_sum += s.mse_sum;
@@ -106,17 +104,18 @@ TrainOutcome Trainer::run(int64_t stop_after) {
     acc.lb += s.lb;
     acc.aux += s.aux;
     acc.sparsity += s.sparsity;
-    acc_lr += lr;
-    acc_gn += gnorm;
+    acc.lr += lr;
+    acc.grad_norm += gnorm;
     const bool last = state_.step == cfg_.steps;
     if ((cfg_.log_every > 0 && state_.step % cfg_.log_every == 0) || last) {
-      const double secs = interval.seconds(), n = double(interval_steps);
-      const double tps = double(B) * n / std::max(secs, 1e-9);
+      const double secs = interval.seconds(), n = double(acc.steps);
+      // Throughput over the steps this process ran (a resumed interval's earlier steps ran before the restart).
+      const double tps = double(B) * double(std::min(acc.steps, state_.step - first)) / std::max(secs, 1e-9);
       const double dead = sae_.dead_fraction();
       std::map<std::string, double> row{{"step", double(state_.step)},    {"loss", acc.loss / n},
                                         {"mse", acc.mse / n},             {"mse_sum", acc.mse_sum / n},
                                         {"l0", acc.l0 / n},               {"dead_fraction", dead},
-                                        {"lr", acc_lr / n},               {"grad_norm", acc_gn / n},
+                                        {"lr", acc.lr / n},               {"grad_norm", acc.grad_norm / n},
                                         {"tokens_per_s", tps},            {"tokens", double(state_.step * B)}};
       if (mc.arch == Arch::Scale || mc.arch == Arch::Switch) row["lb"] = acc.lb / n;
       if (mc.arch == Arch::TopK) row["auxk"] = acc.aux / n;
@@ -135,9 +134,7 @@ TrainOutcome Trainer::run(int64_t stop_after) {
       spdlog::info("step {}/{} | loss {:.5g} | mse {:.4g} | L0 {:.1f} | dead {:.1f}% | {} tok/s | ETA {}",
                    state_.step, cfg_.steps, acc.loss / n, acc.mse / n, acc.l0 / n, 100.0 * dead, si(tps),
                    format_duration(double(cfg_.steps - state_.step) / std::max(rate, 1e-9)));
-      acc = SaeStats{};
-      acc_lr = acc_gn = 0;
-      interval_steps = 0;
+      acc = IntervalSums{};
       interval.reset();
     }
     if (eval_hook_ && cfg_.eval_every > 0 && state_.step % cfg_.eval_every == 0 && !last) {

@@ -1,6 +1,6 @@
 // The CPU reference backend: OpenBLAS sgemm for dense products, OpenMP loops for everything else.
 // Determinism: reductions use fixed-size blocks summed in block order; scatters are done per destination row
-// in source order; so results never depend on the thread count.
+// in source order; so our own loops never depend on the thread count (sgemm's blocking may: see backend.h).
 #include <omp.h>
 
 #include <algorithm>
