@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "core/h5.h"
 #include "core/log.h"
 #include "data/synthetic.h"
 #include "run/config.h"
@@ -231,6 +232,39 @@ TEST(TrainRunFailure, ExistingRecordIsLeftIntactAndNothingStrayIsWritten) {
             "no held-out tokens to evaluate on: data.eval_fraction and data.eval_tokens are both 0");
   EXPECT_EQ(read_bytes(out), before);
   EXPECT_EQ(files_in(dir.path()), (std::vector<std::string>{"acts.h5", "run.h5"}));
+}
+
+// A failure after the last step (here: a NaN in the held-out rows, found by the final evaluation) keeps the
+// finished training in its checkpoint; once the data is repaired, the rerun only evaluates and writes the record,
+// which equals a run that never failed.
+TEST(TrainRunFailure, FailureAfterTheLastStepKeepsTheTrainingInTheCheckpoint) {
+  set_log_level("warn");
+  TempDir dir;
+  const std::string data = make_data(dir), out = dir.file("run.h5"), straight = dir.file("straight.h5");
+  const RunConfig cfg =
+      config_for(data, "{arch: scale, dict_size: 64, experts: 4, active_experts: 2, k: 4}", {"train.eval_every=0"});
+  ASSERT_TRUE(train_run(cfg, TrainRunOptions{straight, -1, false}).finished);
+  Tensor row = host_tensor(1, 16), saved = host_tensor(1, 16);
+  {
+    h5::File f(data, h5::File::Mode::ReadWrite);
+    f.read_rows("activations", 5999, saved);
+    for (int i = 0; i < 16; ++i) row.host<float>()[i] = std::nanf("");
+    f.write_rows("activations", 5999, row);
+  }
+  EXPECT_NE(error_of([&] { train_run(cfg, TrainRunOptions{out, -1, false}); }).find("non-finite value"),
+            std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(out));
+  ASSERT_TRUE(std::filesystem::exists(checkpoint_path_for(out)));
+  {
+    h5::File f(data, h5::File::Mode::ReadWrite);
+    f.write_rows("activations", 5999, saved);
+  }
+  TrainRunResult r = train_run(cfg, TrainRunOptions{out, -1, false});
+  ASSERT_TRUE(r.finished);
+  EXPECT_FALSE(std::filesystem::exists(checkpoint_path_for(out)));
+  const RunRecord a = RunRecord::load(straight), b = RunRecord::load(out);
+  for (const auto& [name, w] : a.weights) EXPECT_TRUE(same_bits(w, b.weights.at(name))) << name;
+  expect_same_series(a.metrics, b.metrics, "metrics");
 }
 
 }  // namespace

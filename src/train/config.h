@@ -16,7 +16,7 @@ struct TrainConfig {
   uint64_t seed = 0;
   int64_t log_every = 100;       // progress line + metrics row interval (steps)
   int64_t eval_every = 0;        // held-out evaluation interval (0: only at the end)
-  int64_t checkpoint_every = 0;  // 0: only at the end (and on SIGTERM/SIGINT)
+  int64_t checkpoint_every = 0;  // 0: only when the last step is done (and on SIGTERM/SIGINT, --stop-after)
   bool geometric_median_init = true;  // b_pre and b_r at the geometric median of the first batch
   int threads = 0;               // CPU threads (0: all cores)
 };

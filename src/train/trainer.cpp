@@ -146,6 +146,9 @@ TrainOutcome Trainer::run(int64_t stop_after) {
   }
   out.steps_done = state_.step;
   out.finished = state_.step >= cfg_.steps;
+  // The finished state is checkpointed too, so a failure in what follows (the final evaluation, writing the
+  // record) never costs the training. It is taken before the final renormalisation, which resuming repeats.
+  if (out.finished && state_.step > first) checkpoint();
   out.seconds = total.seconds();
   if (out.finished) sae_.apply_decoder_constraint();  // final weights satisfy the constraint
   return out;
