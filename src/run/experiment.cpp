@@ -2,10 +2,12 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <set>
 
+#include "core/h5.h"
 #include "core/log.h"
 #include "run/record.h"
 #include "run/train_run.h"
@@ -57,7 +59,16 @@ SynthConfig parse_synthetic(const std::string& file, const YAML::Node& n) {
              "synthetic");
   SynthConfig c;
   auto num = [&](const char* key, auto& field) {
-    if (n[key]) field = static_cast<std::decay_t<decltype(field)>>(scalar<double>(file, n[key], key));
+    if (!n[key]) return;
+    using T = std::decay_t<decltype(field)>;
+    if constexpr (std::is_integral_v<T>) {
+      const double v = scalar<double>(file, n[key], key);  // accepts 1e6
+      if (v != std::floor(v) || v < 0 || v > 9.0e15)
+        fail_at(file, n[key], std::string("synthetic.") + key + " must be a non-negative integer");
+      field = static_cast<T>(v);
+    } else {
+      field = scalar<double>(file, n[key], key);
+    }
   };
   num("tokens", c.tokens);
   num("d", c.d);
@@ -116,9 +127,46 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
   return e;
 }
 
+// Whether an existing synthetic file was generated with exactly this configuration (its /ground_truth attributes).
+bool synthetic_matches(const std::string& path, const SynthConfig& c) {
+  h5::File f(path, h5::File::Mode::Read);
+  const std::string g = "/ground_truth";
+  if (!f.exists(g)) return false;
+  const std::vector<std::pair<const char*, double>> want{
+      {"tokens", double(c.tokens)},   {"d", double(c.d)},           {"features", double(c.features)},
+      {"groups", double(c.groups)},   {"cluster_tightness", c.cluster_tightness},
+      {"alpha", c.alpha},             {"active", c.active},         {"in_group", c.in_group},
+      {"second_group", c.second_group}, {"magnitude_sigma", c.magnitude_sigma}, {"noise", c.noise},
+      {"seed", double(c.seed)}};
+  for (auto& [name, value] : want)
+    if (!f.has_attr(g, name) || f.attr_double(g, name) != value) return false;
+  return true;
+}
+
+// Whether a record was trained with this run's configuration (the input dimension comes from the data).
+bool record_matches(const std::string& record, const RunConfig& config) {
+  RunConfig stored = parse_run_config_text(RunRecord::load(record, false).config_yaml, {}, record);
+  RunConfig wanted = config;
+  stored.model.d = wanted.model.d = 0;
+  return to_yaml(stored) == to_yaml(wanted);
+}
+
 int run_experiment(const Experiment& e, const ExperimentOptions& opt) {
+  for (const std::string& name : opt.only)
+    if (std::none_of(e.runs.begin(), e.runs.end(), [&](const ExperimentRun& r) { return r.name == name; })) {
+      std::string names;
+      for (const ExperimentRun& r : e.runs) names += (names.empty() ? "" : ", ") + r.name;
+      fail("--only ", name, ": ", e.source, " has no run of that name (runs: ", names, ")");
+    }
   std::filesystem::create_directories(e.out);
-  if (e.has_synthetic && !std::filesystem::exists(e.synthetic_path)) {
+  bool data_changed = false;
+  if (e.has_synthetic && std::filesystem::exists(e.synthetic_path) &&
+      !synthetic_matches(e.synthetic_path, e.synthetic)) {
+    spdlog::warn("{} was generated with other synthetic settings: regenerating it and retraining every run",
+                 e.synthetic_path);
+    data_changed = true;
+  }
+  if (e.has_synthetic && (data_changed || !std::filesystem::exists(e.synthetic_path))) {
     Timer t;
     spdlog::info("generating synthetic activations: {} tokens, d={}, {} features in {} groups -> {}",
                  e.synthetic.tokens, e.synthetic.d, e.synthetic.features, e.synthetic.groups, e.synthetic_path);
@@ -126,13 +174,17 @@ int run_experiment(const Experiment& e, const ExperimentOptions& opt) {
     spdlog::info("synthetic data ready in {:.1f}s", t.seconds());
   }
   int failed = 0, done = 0;
-  const size_t total = e.runs.size();
+  const size_t total = opt.only.empty() ? e.runs.size() : opt.only.size();
   for (const ExperimentRun& r : e.runs) {
     if (!opt.only.empty() && std::find(opt.only.begin(), opt.only.end(), r.name) == opt.only.end()) continue;
     ++done;
-    if (!opt.rerun && std::filesystem::exists(r.record)) {
-      spdlog::info("[{}/{}] {}: finished earlier ({}), skipped", done, total, r.name, r.record);
-      continue;
+    if (!opt.rerun && !data_changed && std::filesystem::exists(r.record)) {
+      if (record_matches(r.record, r.config)) {
+        spdlog::info("[{}/{}] {}: finished earlier ({}), skipped", done, total, r.name, r.record);
+        continue;
+      }
+      spdlog::warn("[{}/{}] {}: {} was trained with another configuration: retraining", done, total, r.name,
+                   r.record);
     }
     spdlog::info("[{}/{}] {}", done, total, r.name);
     try {
