@@ -62,6 +62,11 @@ EvalResult evaluate_sae(Sae& sae, EvalReader& reader, const EvalConfig& cfg, int
   r.scalars["redundancy"] = red.redundant_fraction;
   r.scalars["mean_max_cosine"] = red.mean_max_cosine;
   r.scalars["redundancy_threshold"] = cfg.redundancy_threshold;
+  const ModelConfig& mc = sae.config();
+  if (mc.experts > 1 && mc.latents_per_expert() > 1)  // the same fraction within each expert (§3.3.1)
+    r.scalars["intra_expert_redundancy"] =
+        summarize_redundancy(max_cosine_within_groups(w_dec, mc.latents_per_expert()), cfg.redundancy_threshold)
+            .redundant_fraction;
   r.scalars["train_dead_fraction"] = sae.dead_fraction();
   std::vector<float> omega = sae.omega();
   if (!omega.empty()) {

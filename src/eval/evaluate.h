@@ -18,10 +18,11 @@ struct EvalResult {
 
 // Held-out reconstruction and sparsity: mse (Eq. A.1), mse_sum (summed over d), fvu, explained_variance, l0,
 // dead_fraction (latents that never fired on the evaluated tokens), eval_tokens; and, for MoE models,
-// expert_fraction, expert_entropy, expert_entropy_normalized.
+// expert_fraction, expert_entropy, expert_entropy_normalized, idle_experts.
 EvalResult evaluate_reconstruction(Sae& sae, EvalReader& reader, int64_t batch_size, int64_t max_tokens);
 
-// Everything: evaluate_reconstruction plus decoder redundancy (redundancy, mean_max_cosine), omega (omega_mean,
+// Everything: evaluate_reconstruction plus decoder redundancy (redundancy, mean_max_cosine; for MoE models also
+// intra_expert_redundancy, the fraction of latents with a near-duplicate in their own expert), omega (omega_mean,
 // omega vector), train_dead_fraction (dead-latent counters), and with a ground-truth dictionary (host [G, d])
 // gt_mmcs and gt_recovered.
 EvalResult evaluate_sae(Sae& sae, EvalReader& reader, const EvalConfig& cfg, int64_t default_batch,
