@@ -2,13 +2,7 @@
 # Bad input through the CLI: each case must exit non-zero with exactly one line on stderr, "error: ...", naming the
 # key or file at fault; leave no partial record, temporary file or checkpoint behind; and leave the record already
 # at --out byte for byte as it was.
-set -euo pipefail
-moesae="$(realpath "$1")"
-py=/usr/bin/python3
-"$py" -c 'import numpy, h5py' 2>/dev/null || { echo "needs $py with numpy and h5py"; exit 77; }
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp"
+source "$(dirname "$0")/common.bash"
 
 "$moesae" --log-level warn synth --out acts.h5 --d 16 --features 64 --groups 4 --active 3 --tokens 6000 --seed 4
 cat > run.yaml <<'YAML'

@@ -1,13 +1,7 @@
 #!/usr/bin/env bash
 # synth -> train -> eval --json -> export saelens, end to end through the CLI. The exported SAE (cfg.json +
 # safetensors, parsed with numpy alone) is run in numpy on the held-out rows and must reproduce moesae's own MSE.
-set -euo pipefail
-moesae="$(realpath "$1")"
-py=/usr/bin/python3
-"$py" -c 'import numpy, h5py' 2>/dev/null || { echo "needs $py with numpy and h5py"; exit 77; }
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp"
+source "$(dirname "$0")/common.bash"
 
 "$moesae" --log-level warn synth --out acts.h5 --d 16 --features 64 --groups 4 --active 3 --tokens 12000 --seed 5
 cat > run.yaml <<'YAML'

@@ -2,13 +2,7 @@
 # `moesae run` on a two-run experiment, then again: finished runs are skipped and their records left alone.
 # `moesae train --stop-after N` leaves a checkpoint and no record; the rerun resumes from it and ends with the
 # same record (weights bit for bit, metrics) as a run that was never stopped.
-set -euo pipefail
-moesae="$(realpath "$1")"
-py=/usr/bin/python3
-"$py" -c 'import numpy, h5py' 2>/dev/null || { echo "needs $py with numpy and h5py"; exit 77; }
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp"
+source "$(dirname "$0")/common.bash"
 
 # ---- moesae run: two runs, then a rerun that skips both ---------------------------------------------------------
 cat > exp.yaml <<'YAML'
