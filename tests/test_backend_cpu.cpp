@@ -105,6 +105,28 @@ TEST(CpuBackend, SparseOpsMatchDenseLoops) {
   for (int i = 0; i < F * d; ++i) EXPECT_NEAR(g.host<float>()[i], gref[i], 1e-5);
 }
 
+// Both gemm paths (plain BLAS, and split-K for a small output with a long inner dimension), every transpose.
+TEST(CpuBackend, GemmMatchesNaiveProductOnBothPaths) {
+  auto be = make_cpu_backend(2);
+  for (int64_t K : {37, 9000}) {
+    const int64_t m = 5, n = 7;
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        Tensor a = ta ? random_host(K, m, 1) : random_host(m, K, 1);
+        Tensor b = tb ? random_host(n, K, 2) : random_host(K, n, 2);
+        Tensor c = random_host(m, n, 3), c0 = random_host(m, n, 3);
+        be->gemm(ta, tb, 0.5f, a, b, 2.f, c);
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) {
+            double s = 0;
+            for (int64_t q = 0; q < K; ++q) s += double(ta ? at(a, q, i) : at(a, i, q)) * (tb ? at(b, j, q) : at(b, q, j));
+            EXPECT_NEAR(at(c, i, j), 0.5 * s + 2.0 * at(c0, i, j), 1e-3 * (1 + std::fabs(s)))
+                << "K=" << K << " ta=" << ta << " tb=" << tb;
+          }
+      }
+  }
+}
+
 TEST(CpuBackend, GroupByExpertIsAStablePermutation) {
   auto be = make_cpu_backend(1);
   const int B = 20, e = 3, E = 6;

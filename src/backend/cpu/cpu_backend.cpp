@@ -228,6 +228,10 @@ class CpuBackend final : public Backend {
       if (beta == 0.f) fill(c, 0.f); else scale(c, beta);
       return;
     }
+    if (ka >= 4 * kSplitK && m * n <= kSplitKMaxOutput) {
+      gemm_split_k(ta, tb, alpha, a, b, beta, c, m, n, ka);
+      return;
+    }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n),
                 int(ka), alpha, a.data<float>(), int(a.ld()), b.data<float>(), int(b.ld()), beta, c.data<float>(),
                 int(c.ld()));
@@ -644,6 +648,34 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // Small output, long inner dimension (e.g. a router's or Feature Scaling's weight gradient, [E, B] x [B, d]):
+  // BLAS only parallelises over the output, so split K into fixed chunks computed in parallel (each by a
+  // single-threaded sgemm inside the OpenMP region) and add the partial products in chunk order.
+  static constexpr int64_t kSplitK = 2048, kSplitKMaxOutput = 512 * 1024;
+  void gemm_split_k(bool ta, bool tb, float alpha, const Tensor& a, const Tensor& b, float beta, Tensor c, int64_t m,
+                    int64_t n, int64_t k) {
+    const int64_t chunks = (k + kSplitK - 1) / kSplitK;
+    std::vector<float> part(size_t(chunks) * m * n);
+#pragma omp parallel for schedule(static)
+    for (int64_t q = 0; q < chunks; ++q) {
+      const int64_t k0 = q * kSplitK, kn = std::min(k, k0 + kSplitK) - k0;
+      // Rows k0.. of op(A)'s inner dimension: columns of A when transposed, rows otherwise (same for B).
+      const float* pa = a.data<float>() + (ta ? k0 * a.ld() : k0);
+      const float* pb = b.data<float>() + (tb ? k0 : k0 * b.ld());
+      cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n),
+                  int(kn), 1.f, pa, int(a.ld()), pb, int(b.ld()), 0.f, part.data() + size_t(q) * m * n, int(n));
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < m; ++i) {
+      float* ci = c.data<float>() + i * c.ld();
+      for (int64_t j = 0; j < n; ++j) {
+        float s = 0.f;
+        for (int64_t q = 0; q < chunks; ++q) s += part[(size_t(q) * m + i) * n + j];
+        ci[j] = alpha * s + (beta == 0.f ? 0.f : beta * ci[j]);
+      }
+    }
+  }
+
   // f(row pointer, row index, columns) for every row of a (possibly strided) f32 tensor, rows in parallel.
   template <typename F>
   static void each_row(Tensor a, F&& f) {
