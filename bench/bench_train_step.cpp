@@ -61,20 +61,27 @@ StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int
     sae->record_firing();
   };
   for (int i = 0; i < warmup; ++i) one_step();
-  profile::reset();
+  // The fastest of the timed steps (this VM shares its cores: the best step is the least disturbed one).
+  double best = 1e30;
+  std::map<std::string, double> best_phases;
   profile::set_enabled(true);
-  Timer t;
-  for (int i = 0; i < steps; ++i) one_step();
-  const double secs = t.seconds();
+  for (int i = 0; i < steps; ++i) {
+    profile::reset();
+    Timer t;
+    one_step();
+    const double secs = t.seconds();
+    if (secs < best) {
+      best = secs;
+      best_phases = profile::totals();
+    }
+  }
   profile::set_enabled(false);
   StepResult r;
   const double B = double(acts.rows());
-  r.tokens_per_s = B * steps / secs;
+  r.tokens_per_s = B / best;
   const double n = double(mc.dict_size) / mc.experts;
-  const double enc_flops = 2.0 * B * double(mc.active_experts) * n * mc.d * steps;
-  auto tot = profile::totals();
-  r.encoder_gflops = enc_flops / tot["encoder"] / 1e9;
-  for (auto& [k, v] : tot) r.phase_share[k] = v / secs;
+  r.encoder_gflops = 2.0 * B * double(mc.active_experts) * n * mc.d / best_phases["encoder"] / 1e9;
+  for (auto& [k, v] : best_phases) r.phase_share[k] = v / best;
   return r;
 }
 
@@ -99,8 +106,8 @@ int main(int argc, char** argv) {
   Rng rng(1);
   for (int64_t i = 0; i < acts.numel(); ++i) acts.host<float>()[i] = float(rng.normal());
 
-  std::printf("moesae bench_train_step: batch %d, %d timed steps, CPU backend\n", batch, steps);
-  const double peak = sgemm_peak_gflops(2048, 5);
+  std::printf("moesae bench_train_step: batch %d, best of %d timed steps, CPU backend\n", batch, steps);
+  double peak = sgemm_peak_gflops(2048, 5);
   std::printf("sgemm peak (2048^3, OpenBLAS, best of 5): %.1f GFLOP/s\n", peak);
 
   ModelConfig scale;
@@ -119,6 +126,8 @@ int main(int argc, char** argv) {
 
   StepResult rs = bench_model(scale, acts, steps, warmup, *be);
   StepResult rt = bench_model(topk, acts, steps, warmup, *be);
+  peak = std::max(peak, sgemm_peak_gflops(2048, 5));  // measured again after the models: the better of the two
+  std::printf("sgemm peak, best before and after the models: %.1f GFLOP/s\n", peak);
   auto report = [&](const char* name, const StepResult& r) {
     std::printf("%-34s %10.0f tokens/s | encoder %.1f GFLOP/s = %.0f%% of sgemm peak | phases:", name, r.tokens_per_s,
                 r.encoder_gflops, 100.0 * r.encoder_gflops / peak);
@@ -136,7 +145,7 @@ int main(int argc, char** argv) {
     }
     const std::string cmd = python + " " + torch_script + " --acts " + acts_path + " --d 768 --batch " +
                             std::to_string(batch) + " --dict-size 24576 --experts 64 --active 2 --k 32 --steps " +
-                            std::to_string(std::max(1, steps - 1)) + " --warmup 1" +
+                            std::to_string(steps) + " --warmup 1" +
                             " --threads " + std::to_string(threads > 0 ? threads : omp_get_max_threads());
     std::FILE* p = ::popen(cmd.c_str(), "r");
     std::string out;

@@ -1,0 +1,94 @@
+// `moesae lm generate|loss`: the small transformer runtime (llama2.c checkpoints) from the command line.
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <memory>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "lm/data_path.h"
+#include "lm/llama.h"
+#include "lm/llama_tokenizer.h"
+
+namespace moesae::cli {
+
+namespace {
+
+struct LmArgs {
+  std::string model = "stories260K/stories260K.bin";
+  std::string tokenizer = "stories260K/tok512.bin";
+  // generate
+  std::string prompt;
+  int steps = 256;
+  float temperature = 0.f;
+  // loss
+  std::string text = "text/tinystories_val.txt";
+  int ctx = 256;
+  long long max_tokens = 0;
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("text '", path, "': cannot open the file");
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+Command add_lm(CLI::App& app) {
+  CLI::App* sub = app.add_subcommand("lm", "Run a small language model (llama2.c checkpoints): generate, loss");
+  sub->require_subcommand(1);
+  auto a = std::make_shared<LmArgs>();
+  const char* model_help = "llama2.c checkpoint (a path, or a name on the data search path; see docs/lm.md)";
+  const char* tok_help = "llama2.c tokenizer (a path, or a name on the data search path)";
+
+  CLI::App* gen = sub->add_subcommand("generate", "Generate text from a prompt (greedy at temperature 0)");
+  gen->add_option("--model", a->model, model_help)->capture_default_str();
+  gen->add_option("--tokenizer", a->tokenizer, tok_help)->capture_default_str();
+  gen->add_option("--prompt", a->prompt, "prompt text")->capture_default_str();
+  gen->add_option("--steps", a->steps, "positions to run, prompt tokens (BOS first) included; <= 0: seq_len")
+      ->capture_default_str();
+  gen->add_option("--temperature", a->temperature, "sampling temperature (only 0, greedy, is supported)")
+      ->capture_default_str();
+
+  CLI::App* loss = sub->add_subcommand("loss", "Mean next-token cross-entropy of a text file");
+  loss->add_option("--model", a->model, model_help)->capture_default_str();
+  loss->add_option("--tokenizer", a->tokenizer, tok_help)->capture_default_str();
+  loss->add_option("--text", a->text, "text file (documents split on <|endoftext|> or blank lines)")
+      ->capture_default_str();
+  loss->add_option("--ctx", a->ctx, "context length in tokens")->capture_default_str();
+  loss->add_option("--max-tokens", a->max_tokens, "stop after this many predicted tokens (0: all)")
+      ->capture_default_str();
+
+  return {sub, [a, gen, loss]() {
+            const std::string model_path = lm::resolve_data_path(a->model);
+            const std::string tok_path = lm::resolve_data_path(a->tokenizer);
+            const lm::LlamaModel model = lm::LlamaModel::load(model_path);
+            const lm::LlamaTokenizer tok = lm::LlamaTokenizer::load(tok_path, model.config().vocab_size);
+            if (gen->parsed()) {
+              if (a->temperature != 0.f)
+                fail("lm generate: --temperature ", a->temperature, " is not supported yet (only 0, greedy)");
+              lm::generate_greedy(model, tok, a->prompt, a->steps, [](const std::string& piece) {
+                std::fwrite(piece.data(), 1, piece.size(), stdout);
+                std::fflush(stdout);
+              });
+              std::printf("\n");
+              return 0;
+            }
+            if (loss->parsed()) {
+              const std::string text_path = lm::resolve_data_path(a->text);
+              const auto docs = lm::split_documents(read_text(text_path));
+              if (docs.empty()) fail("text '", text_path, "' holds no document");
+              Timer t;
+              const lm::LossResult r = lm::cross_entropy(model, tok, docs, a->ctx, a->max_tokens);
+              std::printf("ce %.6f\n", r.mean_ce);
+              spdlog::info("{}: {} predicted tokens in {} contexts of <= {} tokens from {} documents ({:.1f}s)",
+                           text_path, r.predicted, r.contexts, a->ctx, r.documents, t.seconds());
+              return 0;
+            }
+            return 2;
+          }};
+}
+
+}  // namespace moesae::cli
