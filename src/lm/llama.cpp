@@ -134,14 +134,29 @@ void linear(float* Y, const float* X, const float* W, int T, int in, int out) {
 }
 
 // RoPE (llama2.c convention): within each head, the pair (2i, 2i+1) is rotated by pos * 10000^(-2i/head_size).
-void rope(float* v, int T, int width, int head_size) {
+// The table holds cos and sin for each position t < T and pair i < head_size/2: [T, head_size/2, 2].
+std::vector<float> rope_table(int T, int head_size) {
+  const int half = head_size / 2;
+  std::vector<float> tab(static_cast<size_t>(T) * half * 2);
+  for (int i = 0; i < half; ++i) {
+    const float freq = 1.0f / std::pow(10000.0f, static_cast<float>(2 * i) / static_cast<float>(head_size));
+    for (int t = 0; t < T; ++t) {
+      const float a = static_cast<float>(t) * freq;
+      tab[(static_cast<size_t>(t) * half + i) * 2] = std::cos(a);
+      tab[(static_cast<size_t>(t) * half + i) * 2 + 1] = std::sin(a);
+    }
+  }
+  return tab;
+}
+
+void rope(float* v, int T, int width, int head_size, const std::vector<float>& tab) {
+  const int half = head_size / 2;
   for (int t = 0; t < T; ++t) {
     float* r = v + static_cast<size_t>(t) * width;
+    const float* cs = tab.data() + static_cast<size_t>(t) * half * 2;
     for (int i = 0; i < width; i += 2) {
-      const int hd = i % head_size;
-      const float freq = 1.0f / std::pow(10000.0f, static_cast<float>(hd) / static_cast<float>(head_size));
-      const float a = static_cast<float>(t) * freq;
-      const float cr = std::cos(a), ci = std::sin(a);
+      const int p = (i % head_size) / 2;
+      const float cr = cs[2 * p], ci = cs[2 * p + 1];
       const float v0 = r[i], v1 = r[i + 1];
       r[i] = v0 * cr - v1 * ci;
       r[i + 1] = v0 * ci + v1 * cr;
@@ -180,6 +195,7 @@ std::vector<float> LlamaModel::forward(const std::vector<int>& tokens, const For
     std::memcpy(&x[static_cast<size_t>(t) * d], &w_[emb_ + static_cast<size_t>(tokens[t]) * d], d * sizeof(float));
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   const int group = c.n_heads / c.n_kv_heads;
+  const std::vector<float> rot = rope_table(T, hs);
 
   for (int l = 0; l <= last_layer; ++l) {
     const size_t L = static_cast<size_t>(l);
@@ -188,8 +204,8 @@ std::vector<float> LlamaModel::forward(const std::vector<int>& tokens, const For
     linear(q.data(), xb.data(), &w_[wq_ + L * d * d], T, d, d);
     linear(k.data(), xb.data(), &w_[wk_ + L * kv * d], T, d, kv);
     linear(v.data(), xb.data(), &w_[wv_ + L * kv * d], T, d, kv);
-    rope(q.data(), T, d, hs);
-    rope(k.data(), T, kv, hs);
+    rope(q.data(), T, d, hs, rot);
+    rope(k.data(), T, kv, hs, rot);
     for (int h = 0; h < c.n_heads; ++h) {
       const int kh = h / group;
       // att[T, T] = scale * Q_h K_h^T

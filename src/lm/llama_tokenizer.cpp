@@ -101,7 +101,6 @@ std::vector<int> LlamaTokenizer::encode(const std::string& text, bool bos, bool 
     ids.push_back(space);
   }
   // Code points: a lead byte and its continuation bytes (10xxxxxx), at most 4 bytes.
-  const size_t first = ids.size();
   size_t i = 0;
   while (i < text.size()) {
     size_t j = i + 1;
@@ -115,19 +114,23 @@ std::vector<int> LlamaTokenizer::encode(const std::string& text, bool bos, bool 
     }
     i = j;
   }
-  (void)first;
-  // Merges: repeatedly fuse the best-scoring adjacent pair (the leftmost among equal scores).
+  // Merges: repeatedly fuse the best-scoring adjacent pair (the leftmost among equal scores). pair[k] caches the
+  // vocabulary id of pieces[ids[k]] + pieces[ids[k+1]] (-1: not in the vocabulary); only the two pairs around a
+  // merge change, so each merge costs one scan of the cached scores and two lookups.
   std::string buf;
+  auto pair_id = [&](size_t k) {
+    buf = pieces_[ids[k]];
+    buf += pieces_[ids[k + 1]];
+    return lookup(buf);
+  };
+  std::vector<int> pair(ids.size() > 1 ? ids.size() - 1 : 0);
+  for (size_t k = 0; k < pair.size(); ++k) pair[k] = pair_id(k);
   for (;;) {
-    float best = -1e10f;
     int best_id = -1;
     size_t best_at = 0;
-    for (size_t k = 0; k + 1 < ids.size(); ++k) {
-      buf = pieces_[ids[k]];
-      buf += pieces_[ids[k + 1]];
-      const int id = lookup(buf);
-      if (id >= 0 && scores_[id] > best) {
-        best = scores_[id];
+    for (size_t k = 0; k < pair.size(); ++k) {
+      const int id = pair[k];
+      if (id >= 0 && (best_id < 0 || scores_[id] > scores_[best_id])) {
         best_id = id;
         best_at = k;
       }
@@ -135,6 +138,9 @@ std::vector<int> LlamaTokenizer::encode(const std::string& text, bool bos, bool 
     if (best_id < 0) break;
     ids[best_at] = best_id;
     ids.erase(ids.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
+    pair.erase(pair.begin() + static_cast<std::ptrdiff_t>(best_at));
+    if (best_at < pair.size()) pair[best_at] = pair_id(best_at);
+    if (best_at > 0) pair[best_at - 1] = pair_id(best_at - 1);
   }
   if (eos) ids.push_back(kEos);
   return ids;
