@@ -6,6 +6,8 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/log.h"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include "core/version.h"
 
 int main(int argc, char** argv) {
@@ -26,6 +28,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s (see 'moesae --help')\n", e.what());
     return 2;
   }
+  // Progress and log lines go to stderr, so stdout carries only results (eval --json, lm loss, tables).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("moesae"));
   spdlog::set_pattern("[%H:%M:%S] %^%v%$");
   try {
     set_log_level(log_level);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Bad input through the CLI: each case must exit non-zero with exactly one line on stderr, "error: ...", naming the
+# Bad input through the CLI: each case must exit non-zero with exactly one "error: ..." line (the last on stderr, after
+# any progress lines), naming the
 # key or file at fault; leave no partial record, temporary file or checkpoint behind; and leave the record already
 # at --out byte for byte as it was.
 source "$(dirname "$0")/common.bash"
@@ -44,9 +45,11 @@ expect_error() {
   err="$(cat "$name.err")"
   rm -f "$name.out" "$name.err"
   if [ "$rc" = 0 ]; then echo "FAIL $name: exit status 0"; exit 1; fi
-  if [ "$(printf '%s\n' "$err" | wc -l)" != 1 ] || [ "${err#error: }" = "$err" ]; then
-    printf 'FAIL %s: stderr must be one "error: ..." line, got:\n%s\n' "$name" "$err"; exit 1
+  # Progress lines may come first (they go to stderr); the error is one line, the last one.
+  if [ "$(printf '%s\n' "$err" | grep -c '^error: ')" != 1 ] || [ "$(printf '%s\n' "$err" | tail -1 | cut -c1-7)" != "error: " ]; then
+    printf 'FAIL %s: stderr must end with exactly one "error: ..." line, got:\n%s\n' "$name" "$err"; exit 1
   fi
+  err="$(printf '%s\n' "$err" | tail -1)"
   if [ "${err#*"$text"}" = "$err" ]; then
     printf 'FAIL %s: expected the error to contain "%s", got:\n%s\n' "$name" "$text" "$err"; exit 1
   fi
@@ -124,9 +127,10 @@ YAML
 rc=0
 "$moesae" run exp.yaml > exp.out 2> exp.err || rc=$?
 [ "$rc" != 0 ] || { echo "FAIL experiment-with-a-failing-run: exit status 0"; exit 1; }
-[ "$(cat exp.err)" = "error: 1 run(s) of 'exp.yaml' did not finish: bad (see the log above)" ] || {
-  echo "FAIL experiment-with-a-failing-run: stderr:"; cat exp.err; exit 1; }
-grep -q "run 'bad' failed: non-finite value in 'nan.h5'" exp.out || { cat exp.out; exit 1; }
+[ "$(tail -1 exp.err)" = "error: 1 run(s) of 'exp.yaml' did not finish: bad (see the log above)" ] &&
+  [ "$(grep -c '^error: ' exp.err)" = 1 ] || { echo "FAIL experiment-with-a-failing-run: stderr:"; cat exp.err; exit 1; }
+grep -q "run 'bad' failed: non-finite value in 'nan.h5'" exp.err || { cat exp.err; exit 1; }
+grep -q "^good " exp.out || { echo "FAIL experiment-with-a-failing-run: no table on stdout"; cat exp.out; exit 1; }
 [ "$(ls exp_out | sort | tr '\n' ' ')" = "good.h5 good2.h5 " ] || { ls exp_out; exit 1; }
 checks=$((checks + 1))
 
