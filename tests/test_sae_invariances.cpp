@@ -22,6 +22,17 @@ void expect_close(const std::vector<float>& a, const std::vector<float>& b, doub
   for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], tol * (1.0 + std::fabs(a[i]))) << what << "[" << i << "]";
 }
 
+// One training forward + backward of both models on x; they must select the same latents.
+std::pair<SaeStats, SaeStats> step_both(Backend& be, Sae& a, Sae& b, const Tensor& x) {
+  a.zero_grad();
+  b.zero_grad();
+  SaeStats sa = a.forward(x, true), sb = b.forward(x, true);
+  a.backward();
+  b.backward();
+  EXPECT_EQ(to_vec(be, a.code().ids), to_vec(be, b.code().ids));
+  return {sa, sb};
+}
+
 }  // namespace
 
 // Scale SAE with E = 1 (so p = 1, T = {0}) is a TopK SAE: same latents, reconstruction and gradients.
@@ -37,13 +48,7 @@ TEST(Invariance, ScaleWithOneExpertEqualsTopK) {
   for (const char* n : {"W_enc", "W_dec", "b_pre"}) copy_param(*be, *a, *b, n);
   randomize(*be, a->params().get("b_pre").value, 9, 0.1);
   copy_param(*be, *a, *b, "b_pre");
-  Tensor x = be->from_host(random_host(13, 8, 4));
-  a->zero_grad();
-  b->zero_grad();
-  SaeStats sa = a->forward(x, true), sb = b->forward(x, true);
-  a->backward();
-  b->backward();
-  EXPECT_EQ(to_vec(*be, a->code().ids), to_vec(*be, b->code().ids));
+  auto [sa, sb] = step_both(*be, *a, *b, be->from_host(random_host(13, 8, 4)));
   EXPECT_NEAR(sa.recon, sb.recon, 1e-6 * sa.recon);
   expect_close(to_vec(*be, a->reconstruction()), to_vec(*be, b->reconstruction()), 1e-5, "x_hat");
   for (const char* n : {"W_enc", "W_dec", "b_pre"})
@@ -60,13 +65,7 @@ TEST(Invariance, ScaleWithOneActiveExpertEqualsSwitch) {
   Rng rng(5);
   a->init(rng);
   for (const char* n : {"W_enc", "W_dec", "b_pre", "W_r", "b_r"}) copy_param(*be, *a, *b, n);
-  Tensor x = be->from_host(random_host(11, 8, 6));
-  a->zero_grad();
-  b->zero_grad();
-  SaeStats sa = a->forward(x, true), sb = b->forward(x, true);
-  a->backward();
-  b->backward();
-  EXPECT_EQ(to_vec(*be, a->code().ids), to_vec(*be, b->code().ids));
+  auto [sa, sb] = step_both(*be, *a, *b, be->from_host(random_host(11, 8, 6)));
   EXPECT_DOUBLE_EQ(sa.loss, sb.loss);
   for (const char* n : {"W_enc", "W_dec", "b_pre", "W_r", "b_r"})
     expect_close(to_vec(*be, a->params().get(n).grad), to_vec(*be, b->params().get(n).grad), 1e-6, n);
