@@ -1,5 +1,6 @@
-// `moesae lm generate|loss`: the small transformer runtime (llama2.c checkpoints) from the command line.
+// `moesae lm generate|loss|extract`: the small transformer runtime (llama2.c checkpoints) from the command line.
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -10,6 +11,7 @@
 #include "lm/data_path.h"
 #include "lm/llama.h"
 #include "lm/llama_tokenizer.h"
+#include "run/lm_extract.h"
 
 namespace moesae::cli {
 
@@ -26,6 +28,11 @@ struct LmArgs {
   std::string text = "text/tinystories_val.txt";
   int ctx = 256;
   long long max_tokens = 0;
+  // extract
+  int layer = -1;
+  bool exclude_bos = false;
+  std::string format = "txt";
+  std::string out;
 };
 
 std::string read_text(const std::string& path) {
@@ -37,7 +44,7 @@ std::string read_text(const std::string& path) {
 }  // namespace
 
 Command add_lm(CLI::App& app) {
-  CLI::App* sub = app.add_subcommand("lm", "Run a small language model (llama2.c checkpoints): generate, loss");
+  CLI::App* sub = app.add_subcommand("lm", "Run a small language model (llama2.c checkpoints): generate, loss, extract");
   sub->require_subcommand(1);
   auto a = std::make_shared<LmArgs>();
   const char* model_help = "llama2.c checkpoint (a path, or a name on the data search path; see docs/lm.md)";
@@ -61,7 +68,20 @@ Command add_lm(CLI::App& app) {
   loss->add_option("--max-tokens", a->max_tokens, "stop after this many predicted tokens (0: all)")
       ->capture_default_str();
 
-  return {sub, [a, gen, loss]() {
+  CLI::App* ext = sub->add_subcommand("extract", "Write residual-stream activations of a text file to HDF5");
+  ext->add_option("--model", a->model, model_help)->capture_default_str();
+  ext->add_option("--tokenizer", a->tokenizer, tok_help)->capture_default_str();
+  ext->add_option("--text", a->text, "text file (documents split on <|endoftext|> or blank lines)")
+      ->capture_default_str();
+  ext->add_option("--format", a->format, "text file format (only txt)")->capture_default_str();
+  ext->add_option("--layer", a->layer, "block whose residual output (resid_post) is captured, 0-based")->required();
+  ext->add_option("--ctx", a->ctx, "context length in tokens")->required();
+  ext->add_option("--max-tokens", a->max_tokens, "stop after this many positions (BOS included; 0: all)")
+      ->capture_default_str();
+  ext->add_flag("--exclude-bos", a->exclude_bos, "drop the position-0 BOS rows");
+  ext->add_option("--out", a->out, "activation file to write (ACTS.h5)")->required();
+
+  return {sub, [a, gen, loss, ext]() {
             const std::string model_path = lm::resolve_data_path(a->model);
             const std::string tok_path = lm::resolve_data_path(a->tokenizer);
             const lm::LlamaModel model = lm::LlamaModel::load(model_path);
@@ -85,6 +105,28 @@ Command add_lm(CLI::App& app) {
               std::printf("ce %.6f\n", r.mean_ce);
               spdlog::info("{}: {} predicted tokens in {} contexts of <= {} tokens from {} documents ({:.1f}s)",
                            text_path, r.predicted, r.contexts, a->ctx, r.documents, t.seconds());
+              return 0;
+            }
+            if (ext->parsed()) {
+              if (a->format != "txt") fail("lm extract: --format '", a->format, "' is not supported (only txt)");
+              const std::string text_path = lm::resolve_data_path(a->text);
+              const auto docs = lm::split_documents(read_text(text_path));
+              if (docs.empty()) fail("text '", text_path, "' holds no document");
+              LmExtractOptions o;
+              o.out = a->out;
+              o.layer = a->layer;
+              o.ctx = a->ctx;
+              o.max_tokens = a->max_tokens;
+              o.exclude_bos = a->exclude_bos;
+              o.model_name = std::filesystem::path(model_path).filename().string();
+              o.tokenizer_name = std::filesystem::path(tok_path).filename().string();
+              Timer t;
+              const LmExtractResult r = lm_extract(model, tok, docs, o);
+              spdlog::info("{}: {} rows x {} (layer {} resid_post, {}) from {} contexts of <= {} tokens, {} documents "
+                           "({:.1f}s)",
+                           a->out, r.rows, model.config().dim, a->layer,
+                           a->exclude_bos ? "bos_excluded" : "bos_included", r.contexts, a->ctx, r.documents,
+                           t.seconds());
               return 0;
             }
             return 2;

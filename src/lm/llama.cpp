@@ -339,6 +339,17 @@ std::vector<std::string> split_documents(const std::string& text) {
   return docs;
 }
 
+void for_each_context(const LlamaTokenizer& tok, const std::vector<std::string>& documents, int ctx,
+                      const std::function<bool(const std::vector<int>&, int, int, size_t)>& fn) {
+  if (ctx < 1) fail("context length ", ctx, " must be positive");
+  for (size_t d = 0; d < documents.size(); ++d) {
+    const std::vector<int> ids = tok.encode(documents[d], /*bos=*/true, /*eos=*/false);
+    const int n = static_cast<int>(ids.size());
+    for (int start = 0; start + 1 < n; start += ctx)
+      if (!fn(ids, start, std::min(ctx, n - start), d)) return;
+  }
+}
+
 LossResult cross_entropy(const LlamaModel& model, const LlamaTokenizer& tok, const std::vector<std::string>& documents,
                          int ctx, long long max_predicted, const ForwardOptions& opt_in) {
   const LlamaConfig& c = model.config();
@@ -350,30 +361,24 @@ LossResult cross_entropy(const LlamaModel& model, const LlamaTokenizer& tok, con
   LossResult r;
   double sum = 0;
   const int V = c.vocab_size;
-  for (const auto& doc : documents) {
-    if (max_predicted > 0 && r.predicted >= max_predicted) break;
-    const std::vector<int> ids = tok.encode(doc, /*bos=*/true, /*eos=*/false);
+  for_each_context(tok, documents, ctx, [&](const std::vector<int>& ids, int start, int len, size_t) {
     const int n = static_cast<int>(ids.size());
-    if (n < 2) continue;
-    ++r.documents;
-    for (int start = 0; start + 1 < n; start += ctx) {
+    if (start == 0) ++r.documents;
+    const std::vector<int> window(ids.begin() + start, ids.begin() + start + len);
+    const std::vector<float> logits = model.forward(window, opt);
+    ++r.contexts;
+    for (int j = 0; j < len && start + j + 1 < n; ++j) {
       if (max_predicted > 0 && r.predicted >= max_predicted) break;
-      const int len = std::min(ctx, n - start);
-      const std::vector<int> window(ids.begin() + start, ids.begin() + start + len);
-      const std::vector<float> logits = model.forward(window, opt);
-      ++r.contexts;
-      for (int j = 0; j < len && start + j + 1 < n; ++j) {
-        if (max_predicted > 0 && r.predicted >= max_predicted) break;
-        const float* row = logits.data() + static_cast<size_t>(j) * V;
-        double mx = row[0];
-        for (int i = 1; i < V; ++i) mx = std::max(mx, static_cast<double>(row[i]));
-        double se = 0;
-        for (int i = 0; i < V; ++i) se += std::exp(static_cast<double>(row[i]) - mx);
-        sum += (mx + std::log(se)) - static_cast<double>(row[ids[start + j + 1]]);
-        ++r.predicted;
-      }
+      const float* row = logits.data() + static_cast<size_t>(j) * V;
+      double mx = row[0];
+      for (int i = 1; i < V; ++i) mx = std::max(mx, static_cast<double>(row[i]));
+      double se = 0;
+      for (int i = 0; i < V; ++i) se += std::exp(static_cast<double>(row[i]) - mx);
+      sum += (mx + std::log(se)) - static_cast<double>(row[ids[start + j + 1]]);
+      ++r.predicted;
     }
-  }
+    return !(max_predicted > 0 && r.predicted >= max_predicted);
+  });
   if (r.predicted == 0) fail("cross-entropy: no token to predict (no document has two tokens or more)");
   r.mean_ce = sum / static_cast<double>(r.predicted);
   return r;

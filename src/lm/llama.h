@@ -84,6 +84,13 @@ struct LossResult {
   long long documents = 0;
 };
 
+// The context cutting shared by cross_entropy and activation extraction: each document is encoded with BOS and cut
+// into consecutive contexts of `ctx` tokens, context i covering tokens [i*ctx, (i+1)*ctx) while it has a token after
+// its first one (documents of fewer than two tokens give none). fn(ids, start, len, doc) is called per context, in
+// order (ids: the whole encoded document; doc: its index in `documents`); it returns false to stop.
+void for_each_context(const LlamaTokenizer& tok, const std::vector<std::string>& documents, int ctx,
+                      const std::function<bool(const std::vector<int>& ids, int start, int len, size_t doc)>& fn);
+
 // Mean next-token cross-entropy: each document is encoded with BOS and cut into consecutive contexts of `ctx`
 // tokens; context i covers tokens [i*ctx, (i+1)*ctx) and predicts each following token of the same document (the
 // last position predicts the first token of the next context). Stops after max_predicted predictions when > 0.

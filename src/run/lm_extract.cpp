@@ -1,0 +1,84 @@
+#include "run/lm_extract.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/tensor.h"
+#include "data/activation_file.h"
+
+namespace moesae {
+
+LmExtractResult lm_extract(const lm::LlamaModel& model, const lm::LlamaTokenizer& tok,
+                           const std::vector<std::string>& documents, const LmExtractOptions& o) {
+  const lm::LlamaConfig& c = model.config();
+  if (o.layer < 0 || o.layer >= c.n_layers)
+    fail("lm extract: --layer ", o.layer, " is out of range: model '", model.path(), "' has ", c.n_layers,
+         " blocks (0..", c.n_layers - 1, ")");
+  if (o.ctx < 2 || o.ctx > c.seq_len) fail("lm extract: --ctx ", o.ctx, " must be in [2, ", c.seq_len, "] (seq_len)");
+  if (tok.vocab_size() < c.vocab_size)
+    fail("tokenizer has ", tok.vocab_size(), " tokens, model '", model.path(), "' needs ", c.vocab_size);
+  if (o.out.empty()) fail("lm extract: no output path (--out)");
+
+  const int d = c.dim;
+  ActivationWriter::Options wo;
+  wo.d = d;
+  wo.token_ids = true;
+  wo.meta = {o.model_name, std::to_string(o.layer), "resid_post", o.tokenizer_name};
+  ActivationWriter w(o.out, wo);
+  w.file().set_attr(w.dataset(), "ctx", static_cast<int64_t>(o.ctx));
+  w.file().set_attr(w.dataset(), "bos", std::string(o.exclude_bos ? "bos_excluded" : "bos_included"));
+
+  std::vector<float> acts;
+  lm::ForwardOptions fo;
+  fo.hooks.push_back(lm::ResidHook::capture(o.layer, &acts));
+  fo.logits = lm::ForwardOptions::Logits::None;
+
+  // Rows are gathered into a bounded buffer and appended when it fills.
+  const int64_t cap = std::max<int64_t>(4096, o.ctx);
+  Tensor buf = host_tensor(cap, d);
+  Tensor ids_buf = host_vector(cap, DType::I32);
+  int64_t filled = 0;
+  auto flush = [&] {
+    if (filled == 0) return;
+    w.append(buf.row_range(0, filled), ids_buf.row_range(0, filled));
+    filled = 0;
+  };
+
+  LmExtractResult r;
+  Timer t;
+  long long next_report = o.progress_every;
+  lm::for_each_context(tok, documents, o.ctx, [&](const std::vector<int>& ids, int start, int len, size_t) {
+    if (o.max_tokens > 0) len = static_cast<int>(std::min<long long>(len, o.max_tokens - r.positions));
+    if (len <= 0) return false;
+    if (start == 0) ++r.documents;
+    const std::vector<int> window(ids.begin() + start, ids.begin() + start + len);
+    model.forward(window, fo);
+    if (static_cast<int64_t>(acts.size()) != static_cast<int64_t>(len) * d)
+      fail("lm extract: internal error: captured ", acts.size(), " values, expected ", len, " x ", d);
+    ++r.contexts;
+    r.positions += len;
+    const int skip = (o.exclude_bos && window[0] == lm::LlamaTokenizer::kBos) ? 1 : 0;
+    r.bos_dropped += skip;
+    if (filled + len > cap) flush();
+    for (int j = skip; j < len; ++j) {
+      std::memcpy(buf.data<float>() + filled * d, acts.data() + static_cast<size_t>(j) * d, sizeof(float) * d);
+      ids_buf.data<int32_t>()[filled] = window[j];
+      ++filled;
+      ++r.rows;
+    }
+    if (o.progress_every > 0 && r.positions >= next_report) {
+      spdlog::info("lm extract: {} tokens, {} contexts, {} documents ({:.0f} tokens/s)", r.positions, r.contexts,
+                   r.documents, r.positions / std::max(1e-9, t.seconds()));
+      while (next_report <= r.positions) next_report += o.progress_every;
+    }
+    return !(o.max_tokens > 0 && r.positions >= o.max_tokens);
+  });
+  flush();
+  if (r.rows == 0) fail("lm extract: no activation to write (no document has two tokens or more)");
+  w.commit();
+  return r;
+}
+
+}  // namespace moesae
