@@ -20,34 +20,14 @@
 #include "run/lm_extract.h"
 #include "run/train_run.h"
 #include "temp_dir.h"
+#include "lm_test_data.h"
 
 using namespace moesae;
+using moesae::testing::read_all;
 using moesae::testing::error_of;
 using moesae::testing::TempDir;
 
 namespace {
-
-struct Files {
-  std::string model, tokenizer, text;
-};
-bool find_files(Files& f) {
-  try {
-    f.model = lm::find_data_file("stories260K/stories260K.bin");
-    f.tokenizer = lm::find_data_file("stories260K/tok512.bin");
-    f.text = lm::find_data_file("text/tinystories_val.txt");
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
-}
-#define REQUIRE_DATA(f)                                                              \
-  Files f;                                                                           \
-  if (!find_files(f)) GTEST_SKIP() << "shared data (stories260K, TinyStories) not found"
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 constexpr long long kMax = 3000;
 constexpr int kCtx = 64;

@@ -16,8 +16,10 @@
 #include "lm/llama.h"
 #include "lm/llama_tokenizer.h"
 #include "temp_dir.h"
+#include "lm_test_data.h"
 
 using namespace moesae;
+using moesae::testing::read_all;
 using namespace moesae::lm;
 using moesae::testing::error_of;
 using moesae::testing::TempDir;
@@ -33,28 +35,6 @@ const char* kGolden =
     "Lily didn't want to help her mom, so she";
 
 // The shared data files, or skip when this machine has none.
-struct Files {
-  std::string model, tokenizer, text;
-};
-bool find_files(Files& f) {
-  try {
-    f.model = find_data_file("stories260K/stories260K.bin");
-    f.tokenizer = find_data_file("stories260K/tok512.bin");
-    f.text = find_data_file("text/tinystories_val.txt");
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
-}
-#define REQUIRE_DATA(f)                                                              \
-  Files f;                                                                           \
-  if (!find_files(f)) GTEST_SKIP() << "shared data (stories260K, TinyStories) not found"
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 // Runs a shell command; returns its stdout and exit status.
 std::string run_command(const std::string& cmd, int& status) {
   std::string out;
@@ -79,7 +59,7 @@ bool python_has_numpy() {
 constexpr int kDocs = 12;  // the fixed slice: the first 12 documents of tinystories_val.txt
 constexpr int kCtx = 64;
 
-std::vector<std::string> slice(const Files& f) {
+std::vector<std::string> slice(const moesae::testing::LmFiles& f) {
   auto docs = split_documents(read_all(f.text));
   docs.resize(std::min<size_t>(docs.size(), kDocs));
   return docs;

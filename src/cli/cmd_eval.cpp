@@ -4,7 +4,6 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "core/h5.h"
 #include "data/synthetic.h"
 #include "run/train_run.h"
 
@@ -40,10 +39,7 @@ Command add_eval(CLI::App& app) {
             DataSplit split = a->split == "all" ? DataSplit{{0, 0}, {0, file->tokens()}} : split_rows(dc, file->tokens(), dc.path);
             EvalReader reader(file, split.eval);
             std::unique_ptr<Tensor> truth;
-            {
-              h5::File f(dc.path, h5::File::Mode::Read);
-              if (f.exists("/ground_truth/dictionary")) truth = std::make_unique<Tensor>(read_ground_truth(dc.path));
-            }
+            if (has_ground_truth(dc.path)) truth = std::make_unique<Tensor>(read_ground_truth(dc.path));
             EvalResult r = evaluate_sae(*sae, reader, cfg.eval, cfg.train.batch_size, truth.get());
             if (a->json) {
               nlohmann::json j = r.scalars;

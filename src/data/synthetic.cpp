@@ -213,6 +213,25 @@ void SyntheticGenerator::generate_block(int64_t block, Tensor out, SparseCodes* 
   }
 }
 
+namespace {
+
+// The generation settings recorded as /ground_truth attributes (and compared by synthetic_file_matches).
+struct ConfigAttr {
+  const char* name;
+  double value;
+  bool integral;
+};
+std::vector<ConfigAttr> config_attrs(const SynthConfig& c) {
+  return {{"tokens", double(c.tokens), true},          {"d", double(c.d), true},
+          {"features", double(c.features), true},      {"groups", double(c.groups), true},
+          {"cluster_tightness", c.cluster_tightness, false}, {"alpha", c.alpha, false},
+          {"active", c.active, false},                 {"in_group", c.in_group, false},
+          {"second_group", c.second_group, false},     {"magnitude_sigma", c.magnitude_sigma, false},
+          {"noise", c.noise, false},                   {"seed", double(c.seed), true}};
+}
+
+}  // namespace
+
 void write_synthetic(const SynthConfig& config, const std::string& out_path) {
   const SyntheticGenerator gen(config);
   ActivationWriter::Options opt;
@@ -236,19 +255,12 @@ void write_synthetic(const SynthConfig& config, const std::string& out_path) {
   Tensor groups = host_vector(config.features, DType::I32);
   std::memcpy(groups.data<int32_t>(), gen.groups().data(), gen.groups().size() * sizeof(int32_t));
   f.write("/ground_truth/groups", groups);
-  const std::string gt = "/ground_truth";
-  f.set_attr(gt, "tokens", config.tokens);
-  f.set_attr(gt, "d", config.d);
-  f.set_attr(gt, "features", config.features);
-  f.set_attr(gt, "groups", config.groups);
-  f.set_attr(gt, "cluster_tightness", config.cluster_tightness);
-  f.set_attr(gt, "alpha", config.alpha);
-  f.set_attr(gt, "active", config.active);
-  f.set_attr(gt, "in_group", config.in_group);
-  f.set_attr(gt, "second_group", config.second_group);
-  f.set_attr(gt, "magnitude_sigma", config.magnitude_sigma);
-  f.set_attr(gt, "noise", config.noise);
-  f.set_attr(gt, "seed", static_cast<int64_t>(config.seed));
+  for (const ConfigAttr& a : config_attrs(config)) {
+    if (a.integral)
+      f.set_attr("/ground_truth", a.name, static_cast<int64_t>(a.value));
+    else
+      f.set_attr("/ground_truth", a.name, a.value);
+  }
   f.set_attr("/", "seed", static_cast<int64_t>(config.seed));
   w.commit();
 }
@@ -271,5 +283,17 @@ GroundTruth load_ground_truth(const std::string& path) {
 }
 
 Tensor read_ground_truth(const std::string& path) { return load_ground_truth(path).dictionary; }
+
+bool has_ground_truth(const std::string& path) {
+  return h5::File(path, h5::File::Mode::Read).exists("/ground_truth/dictionary");
+}
+
+bool synthetic_file_matches(const std::string& path, const SynthConfig& config) {
+  h5::File f(path, h5::File::Mode::Read);
+  if (!f.exists("/ground_truth")) return false;
+  for (const ConfigAttr& a : config_attrs(config))
+    if (!f.has_attr("/ground_truth", a.name) || f.attr_double("/ground_truth", a.name) != a.value) return false;
+  return true;
+}
 
 }  // namespace moesae

@@ -85,5 +85,9 @@ struct GroundTruth {
 GroundTruth load_ground_truth(const std::string& path);
 // The ground-truth dictionary [features, d] of a synthetic activation file.
 Tensor read_ground_truth(const std::string& path);
+// Whether an activation file carries a ground-truth dictionary (it was written by write_synthetic).
+bool has_ground_truth(const std::string& path);
+// Whether a synthetic activation file was generated with exactly these settings (its /ground_truth attributes).
+bool synthetic_file_matches(const std::string& path, const SynthConfig& config);
 
 }  // namespace moesae

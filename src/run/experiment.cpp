@@ -7,7 +7,6 @@
 #include <filesystem>
 #include <set>
 
-#include "core/h5.h"
 #include "core/log.h"
 #include "run/record.h"
 #include "run/train_run.h"
@@ -127,22 +126,6 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
   return e;
 }
 
-// Whether an existing synthetic file was generated with exactly this configuration (its /ground_truth attributes).
-bool synthetic_matches(const std::string& path, const SynthConfig& c) {
-  h5::File f(path, h5::File::Mode::Read);
-  const std::string g = "/ground_truth";
-  if (!f.exists(g)) return false;
-  const std::vector<std::pair<const char*, double>> want{
-      {"tokens", double(c.tokens)},   {"d", double(c.d)},           {"features", double(c.features)},
-      {"groups", double(c.groups)},   {"cluster_tightness", c.cluster_tightness},
-      {"alpha", c.alpha},             {"active", c.active},         {"in_group", c.in_group},
-      {"second_group", c.second_group}, {"magnitude_sigma", c.magnitude_sigma}, {"noise", c.noise},
-      {"seed", double(c.seed)}};
-  for (auto& [name, value] : want)
-    if (!f.has_attr(g, name) || f.attr_double(g, name) != value) return false;
-  return true;
-}
-
 // Whether a record was trained with this run's configuration (the input dimension comes from the data).
 bool record_matches(const std::string& record, const RunConfig& config) {
   RunConfig stored = parse_run_config_text(RunRecord::load(record, false).config_yaml, {}, record);
@@ -161,7 +144,7 @@ int run_experiment(const Experiment& e, const ExperimentOptions& opt) {
   std::filesystem::create_directories(e.out);
   bool data_changed = false;
   if (e.has_synthetic && std::filesystem::exists(e.synthetic_path) &&
-      !synthetic_matches(e.synthetic_path, e.synthetic)) {
+      !synthetic_file_matches(e.synthetic_path, e.synthetic)) {
     spdlog::warn("{} was generated with other synthetic settings: regenerating it and retraining every run",
                  e.synthetic_path);
     data_changed = true;

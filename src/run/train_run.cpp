@@ -16,11 +16,6 @@
 namespace moesae {
 namespace {
 
-// The ground-truth dictionary when the activation file is synthetic (it has /ground_truth/dictionary).
-bool has_ground_truth(const std::string& path) {
-  h5::File f(path, h5::File::Mode::Read);
-  return f.exists("/ground_truth/dictionary");
-}
 
 // "model.k: 4 -> 8, train.steps: 60 -> 80": the keys whose values differ between two to_yaml() texts.
 std::string config_differences(const std::string& was, const std::string& now) {
