@@ -6,7 +6,6 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "core/h5.h"
 #include "core/log.h"
 #include "data/synthetic.h"
 #include "run/record.h"
@@ -15,7 +14,6 @@
 
 namespace moesae {
 namespace {
-
 
 // "model.k: 4 -> 8, train.steps: 60 -> 80": the keys whose values differ between two to_yaml() texts.
 std::string config_differences(const std::string& was, const std::string& now) {
@@ -55,11 +53,7 @@ const char* const kStartOver = "delete it to start the run over (moesae train: -
 void check_resumable(const std::string& ckpt, const std::string& yaml) {
   std::string written;
   try {
-    h5::File f(ckpt, h5::File::Mode::Read);
-    if (!f.has_attr("/", "kind") || f.attr_string("/", "kind") != "moesae checkpoint")
-      fail("it is not a moesae checkpoint");
-    if (!f.has_attr("/", "config_yaml")) fail("it records no configuration");
-    written = f.attr_string("/", "config_yaml");
+    written = checkpoint_config(ckpt);
   } catch (const Error& e) {
     fail("cannot resume from '", ckpt, "': ", e.what(), "; ", kStartOver);
   }

@@ -70,13 +70,25 @@ void save_checkpoint(const std::string& path, const std::string& config_yaml, Sa
   w.commit();
 }
 
-CheckpointState load_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam) {
-  Backend& be = sae.backend();
+std::string checkpoint_config(const std::string& path) {
   h5::File f(path, h5::File::Mode::Read);
   if (!f.has_attr("/", "kind") || f.attr_string("/", "kind") != "moesae checkpoint")
-    fail("'", path, "' is not a moesae checkpoint");
-  if (f.attr_string("/", "config_yaml") != config_yaml)
+    fail("it is not a moesae checkpoint");
+  if (!f.has_attr("/", "config_yaml")) fail("it records no configuration");
+  return f.attr_string("/", "config_yaml");
+}
+
+CheckpointState load_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam) {
+  Backend& be = sae.backend();
+  std::string written;
+  try {
+    written = checkpoint_config(path);
+  } catch (const Error& e) {
+    fail("cannot resume from '", path, "': ", e.what());
+  }
+  if (written != config_yaml)
     fail("checkpoint '", path, "' was written with a different configuration; remove it or use the original config");
+  h5::File f(path, h5::File::Mode::Read);
   CheckpointState st;
   st.step = f.attr_int("/", "step");
   adam.set_steps_taken(f.attr_int("/", "adam_step"));

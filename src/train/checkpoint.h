@@ -30,6 +30,9 @@ struct CheckpointState {
 
 void save_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam,
                      const CheckpointState& state);
+// The configuration text a checkpoint was written with; fails (without naming the file: callers add it) if the
+// file cannot be read or is not a moesae checkpoint.
+std::string checkpoint_config(const std::string& path);
 // Restores into an already-constructed model and optimizer of the same configuration.
 CheckpointState load_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam);
 
