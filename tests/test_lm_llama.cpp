@@ -13,6 +13,9 @@
 
 #include "error_of.h"
 #include "lm/data_path.h"
+#include "lm/cross_entropy.h"
+#include "lm/documents.h"
+#include "lm/generate.h"
 #include "lm/llama.h"
 #include "lm/llama_tokenizer.h"
 #include "temp_dir.h"

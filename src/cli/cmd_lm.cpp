@@ -1,16 +1,16 @@
-// `moesae lm generate|loss|extract`: the small transformer runtime (llama2.c checkpoints) from the command line.
+// `moesae lm generate|loss|extract`: the transformer runtime (llama2.c checkpoints, GPT-2) from the command line.
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <memory>
 
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "lm/data_path.h"
-#include "lm/llama.h"
-#include "lm/llama_tokenizer.h"
+#include "lm/cross_entropy.h"
+#include "lm/documents.h"
+#include "lm/generate.h"
+#include "lm/load.h"
 #include "run/lm_extract.h"
 
 namespace moesae::cli {
@@ -19,7 +19,7 @@ namespace {
 
 struct LmArgs {
   std::string model = "stories260K/stories260K.bin";
-  std::string tokenizer = "stories260K/tok512.bin";
+  std::string tokenizer;  // empty: lm::default_tokenizer(model)
   // generate
   std::string prompt;
   int steps = 256;
@@ -35,24 +35,24 @@ struct LmArgs {
   std::string out;
 };
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("text '", path, "': cannot open the file");
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 }  // namespace
 
 Command add_lm(CLI::App& app) {
-  CLI::App* sub = app.add_subcommand("lm", "Run a small language model (llama2.c checkpoints): generate, loss, extract");
+  CLI::App* sub =
+      app.add_subcommand("lm", "Run a language model (llama2.c checkpoint or GPT-2 safetensors): generate, loss, extract");
   sub->require_subcommand(1);
   auto a = std::make_shared<LmArgs>();
-  const char* model_help = "llama2.c checkpoint (a path, or a name on the data search path; see docs/lm.md)";
-  const char* tok_help = "llama2.c tokenizer (a path, or a name on the data search path)";
+  const char* model_help =
+      "llama2.c checkpoint, or GPT-2 model.safetensors (or its directory); a path, or a name on the data search path "
+      "(see docs/lm.md)";
+  const char* tok_help =
+      "llama2.c tokenizer file, or a GPT-2 tokenizer directory (vocab.json + merges.txt); default: "
+      "stories260K/tok512.bin for llama2.c models, gpt2-tokenizer for GPT-2";
+  const char* format_help = "text file format: txt (documents split on <|endoftext|> or blank lines) or pubmedqa";
 
   CLI::App* gen = sub->add_subcommand("generate", "Generate text from a prompt (greedy at temperature 0)");
   gen->add_option("--model", a->model, model_help)->capture_default_str();
-  gen->add_option("--tokenizer", a->tokenizer, tok_help)->capture_default_str();
+  gen->add_option("--tokenizer", a->tokenizer, tok_help);
   gen->add_option("--prompt", a->prompt, "prompt text")->capture_default_str();
   gen->add_option("--steps", a->steps, "positions to run, prompt tokens (BOS first) included; <= 0: seq_len")
       ->capture_default_str();
@@ -61,19 +61,18 @@ Command add_lm(CLI::App& app) {
 
   CLI::App* loss = sub->add_subcommand("loss", "Mean next-token cross-entropy of a text file");
   loss->add_option("--model", a->model, model_help)->capture_default_str();
-  loss->add_option("--tokenizer", a->tokenizer, tok_help)->capture_default_str();
-  loss->add_option("--text", a->text, "text file (documents split on <|endoftext|> or blank lines)")
-      ->capture_default_str();
+  loss->add_option("--tokenizer", a->tokenizer, tok_help);
+  loss->add_option("--text", a->text, "text file")->capture_default_str();
+  loss->add_option("--format", a->format, format_help)->capture_default_str();
   loss->add_option("--ctx", a->ctx, "context length in tokens")->capture_default_str();
   loss->add_option("--max-tokens", a->max_tokens, "stop after this many predicted tokens (0: all)")
       ->capture_default_str();
 
   CLI::App* ext = sub->add_subcommand("extract", "Write residual-stream activations of a text file to HDF5");
   ext->add_option("--model", a->model, model_help)->capture_default_str();
-  ext->add_option("--tokenizer", a->tokenizer, tok_help)->capture_default_str();
-  ext->add_option("--text", a->text, "text file (documents split on <|endoftext|> or blank lines)")
-      ->capture_default_str();
-  ext->add_option("--format", a->format, "text file format (only txt)")->capture_default_str();
+  ext->add_option("--tokenizer", a->tokenizer, tok_help);
+  ext->add_option("--text", a->text, "text file")->capture_default_str();
+  ext->add_option("--format", a->format, format_help)->capture_default_str();
   ext->add_option("--layer", a->layer, "block whose residual output (resid_post) is captured, 0-based")->required();
   ext->add_option("--ctx", a->ctx, "context length in tokens")->required();
   ext->add_option("--max-tokens", a->max_tokens, "stop after this many positions (BOS included; 0: all)")
@@ -83,9 +82,12 @@ Command add_lm(CLI::App& app) {
 
   return {sub, [a, gen, loss, ext]() {
             const std::string model_path = lm::resolve_data_path(a->model);
-            const std::string tok_path = lm::resolve_data_path(a->tokenizer);
-            const lm::LlamaModel model = lm::LlamaModel::load(model_path);
-            const lm::LlamaTokenizer tok = lm::LlamaTokenizer::load(tok_path, model.config().vocab_size);
+            const std::unique_ptr<lm::LanguageModel> model_ptr = lm::load_language_model(model_path);
+            const lm::LanguageModel& model = *model_ptr;
+            const std::string tok_path =
+                lm::resolve_data_path(a->tokenizer.empty() ? lm::default_tokenizer(model) : a->tokenizer);
+            const std::unique_ptr<lm::Tokenizer> tok_ptr = lm::load_tokenizer(tok_path, model);
+            const lm::Tokenizer& tok = *tok_ptr;
             if (gen->parsed()) {
               if (a->temperature != 0.f)
                 fail("lm generate: --temperature ", a->temperature, " is not supported yet (only 0, greedy)");
@@ -98,8 +100,7 @@ Command add_lm(CLI::App& app) {
             }
             if (loss->parsed()) {
               const std::string text_path = lm::resolve_data_path(a->text);
-              const auto docs = lm::split_documents(read_text(text_path));
-              if (docs.empty()) fail("text '", text_path, "' holds no document");
+              const auto docs = lm::read_documents(text_path, a->format);
               Timer t;
               const lm::LossResult r = lm::cross_entropy(model, tok, docs, a->ctx, a->max_tokens);
               std::printf("ce %.6f\n", r.mean_ce);
@@ -108,10 +109,8 @@ Command add_lm(CLI::App& app) {
               return 0;
             }
             if (ext->parsed()) {
-              if (a->format != "txt") fail("lm extract: --format '", a->format, "' is not supported (only txt)");
               const std::string text_path = lm::resolve_data_path(a->text);
-              const auto docs = lm::split_documents(read_text(text_path));
-              if (docs.empty()) fail("text '", text_path, "' holds no document");
+              const auto docs = lm::read_documents(text_path, a->format);
               LmExtractOptions o;
               o.out = a->out;
               o.layer = a->layer;
@@ -124,7 +123,7 @@ Command add_lm(CLI::App& app) {
               const LmExtractResult r = lm_extract(model, tok, docs, o);
               spdlog::info("{}: {} rows x {} (layer {} resid_post, {}) from {} contexts of <= {} tokens, {} documents "
                            "({:.1f}s)",
-                           a->out, r.rows, model.config().dim, a->layer,
+                           a->out, r.rows, model.shape().dim, a->layer,
                            a->exclude_bos ? "bos_excluded" : "bos_included", r.contexts, a->ctx, r.documents,
                            t.seconds());
               return 0;

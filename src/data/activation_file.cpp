@@ -6,11 +6,13 @@
 namespace moesae {
 namespace {
 
-// `token_ids` lives beside the activation dataset (same group).
-std::string token_ids_path(const std::string& dataset) {
+// `token_ids` and `positions` live beside the activation dataset (same group).
+std::string sibling_path(const std::string& dataset, const char* name) {
   const size_t slash = dataset.rfind('/');
-  return slash == std::string::npos ? "token_ids" : dataset.substr(0, slash + 1) + "token_ids";
+  return slash == std::string::npos ? std::string(name) : dataset.substr(0, slash + 1) + name;
 }
+std::string token_ids_path(const std::string& dataset) { return sibling_path(dataset, "token_ids"); }
+std::string positions_path(const std::string& dataset) { return sibling_path(dataset, "positions"); }
 
 // About 1 MiB per storage chunk, at least 1 row.
 int64_t default_chunk_rows(int64_t d, bool f16) {
@@ -29,6 +31,7 @@ ActivationWriter::ActivationWriter(const std::string& path, const Options& optio
   h5::File& f = writer_.file();
   f.create_extensible_2d(options_.dataset, options_.d, options_.f16, chunk);
   if (options_.token_ids) f.create_extensible_1d(token_ids_path(options_.dataset), DType::I32, chunk);
+  if (options_.positions) f.create_extensible_1d(positions_path(options_.dataset), DType::I32, chunk);
   const ActivationMeta& m = options_.meta;
   f.set_attr(options_.dataset, "model", m.model);
   f.set_attr(options_.dataset, "layer", m.layer);
@@ -42,7 +45,7 @@ void ActivationWriter::append(const Tensor& rows) {
   append(rows, Tensor());
 }
 
-void ActivationWriter::append(const Tensor& rows, const Tensor& token_ids) {
+void ActivationWriter::append(const Tensor& rows, const Tensor& token_ids, const Tensor& positions) {
   if (rows.rank() != 2 || rows.cols() != options_.d || rows.dtype() != DType::F32)
     fail("'", path_, "': cannot append ", rows.shape_str(), " ", dtype_name(rows.dtype()), " rows to dataset '",
          options_.dataset, "' of f32 rows with d=", options_.d);
@@ -52,6 +55,13 @@ void ActivationWriter::append(const Tensor& rows, const Tensor& token_ids) {
       fail("'", path_, "': appending ", rows.rows(), " rows needs ", rows.rows(), " i32 token ids (got ",
            token_ids.defined() ? token_ids.shape_str() : std::string("none"), ")");
     writer_.file().append_rows(token_ids_path(options_.dataset), token_ids);
+  }
+  if (options_.positions) {
+    if (!positions.defined() || positions.rank() != 1 || positions.rows() != rows.rows() ||
+        positions.dtype() != DType::I32)
+      fail("'", path_, "': appending ", rows.rows(), " rows needs ", rows.rows(), " i32 positions (got ",
+           positions.defined() ? positions.shape_str() : std::string("none"), ")");
+    writer_.file().append_rows(positions_path(options_.dataset), positions);
   }
   writer_.file().append_rows(options_.dataset, rows);
   rows_ += rows.rows();
@@ -91,6 +101,13 @@ ActivationFile::ActivationFile(const std::string& path, const std::string& datas
       fail("'", path, "': dataset '", ids, "' must be 1-D with ", tokens_, " entries (one per activation row)");
     has_token_ids_ = true;
   }
+  const std::string pos = positions_path(dataset);
+  if (file_.exists(pos)) {
+    const auto pos_shape = file_.shape(pos);
+    if (pos_shape.size() != 1 || pos_shape[0] != tokens_)
+      fail("'", path, "': dataset '", pos, "' must be 1-D with ", tokens_, " entries (one per activation row)");
+    has_positions_ = true;
+  }
 }
 
 void ActivationFile::expect_d(int64_t expected_d, const std::string& who) const {
@@ -108,6 +125,11 @@ void ActivationFile::read_rows(int64_t row0, Tensor out) const {
 void ActivationFile::read_token_ids(int64_t row0, Tensor out) const {
   if (!has_token_ids_) fail("'", path_, "': no dataset '", token_ids_path(dataset_), "'");
   file_.read_rows(token_ids_path(dataset_), row0, out);
+}
+
+void ActivationFile::read_positions(int64_t row0, Tensor out) const {
+  if (!has_positions_) fail("'", path_, "': no dataset '", positions_path(dataset_), "'");
+  file_.read_rows(positions_path(dataset_), row0, out);
 }
 
 }  // namespace moesae

@@ -13,30 +13,8 @@
 #include <limits>
 
 #include "core/error.h"
-#include "lm/llama_tokenizer.h"
 
 namespace moesae::lm {
-
-ResidHook ResidHook::capture(int layer, std::vector<float>* out) {
-  ResidHook h;
-  h.layer = layer;
-  h.kind = Kind::Capture;
-  h.out = out;
-  return h;
-}
-ResidHook ResidHook::rewrite(int layer, std::function<void(float*, int, int)> fn) {
-  ResidHook h;
-  h.layer = layer;
-  h.kind = Kind::Replace;
-  h.replace = std::move(fn);
-  return h;
-}
-ResidHook ResidHook::zero(int layer) {
-  ResidHook h;
-  h.layer = layer;
-  h.kind = Kind::Zero;
-  return h;
-}
 
 LlamaModel LlamaModel::load(const std::string& path) {
   std::error_code ec;
@@ -79,6 +57,7 @@ LlamaModel LlamaModel::load(const std::string& path) {
   const uint64_t hs = c.head_size();
   LlamaModel m;
   m.cfg_ = c;
+  m.shape_ = LmShape{"llama", c.dim, c.n_layers, c.vocab_size, c.seq_len};
   m.path_ = path;
   uint64_t n = 0;
   auto take = [&](size_t& off, uint64_t count) {
@@ -149,11 +128,12 @@ std::vector<float> rope_table(int T, int head_size) {
   return tab;
 }
 
-void rope(float* v, int T, int width, int head_size, const std::vector<float>& tab) {
+// Rotates rows v[T, width] that sit at positions pos0 .. pos0 + T - 1 (the table covers them).
+void rope(float* v, int T, int pos0, int width, int head_size, const std::vector<float>& tab) {
   const int half = head_size / 2;
   for (int t = 0; t < T; ++t) {
     float* r = v + static_cast<size_t>(t) * width;
-    const float* cs = tab.data() + static_cast<size_t>(t) * half * 2;
+    const float* cs = tab.data() + static_cast<size_t>(pos0 + t) * half * 2;
     for (int i = 0; i < width; i += 2) {
       const int p = (i % head_size) / 2;
       const float cr = cs[2 * p], ci = cs[2 * p + 1];
@@ -166,67 +146,94 @@ void rope(float* v, int T, int width, int head_size, const std::vector<float>& t
 
 }  // namespace
 
+struct LlamaDecodeState final : DecodeState {
+  std::vector<float> k, v;  // [n_layers, seq_len, kv_dim]
+};
+
 std::vector<float> LlamaModel::forward(const std::vector<int>& tokens, const ForwardOptions& opt) const {
-  const LlamaConfig& c = cfg_;
   const int T = static_cast<int>(tokens.size());
   if (T <= 0) fail("llama forward: empty context");
-  if (T > c.seq_len) fail("llama forward: context of ", T, " tokens exceeds the model's seq_len ", c.seq_len);
-  for (int t : tokens)
-    if (t < 0 || t >= c.vocab_size) fail("llama forward: token id ", t, " out of range [0, ", c.vocab_size, ")");
-  int last_layer = c.n_layers - 1;
-  for (const auto& h : opt.hooks) {
-    if (h.layer < 0 || h.layer >= c.n_layers)
-      fail("llama hook: layer ", h.layer, " out of range [0, ", c.n_layers, ")");
-    if (h.kind == ResidHook::Kind::Capture && !h.out) fail("llama hook: capture at layer ", h.layer, " has no output");
-    if (h.kind == ResidHook::Kind::Replace && !h.replace)
-      fail("llama hook: replace at layer ", h.layer, " has no function");
-  }
-  if (opt.logits == ForwardOptions::Logits::None) {
-    last_layer = -1;
-    for (const auto& h : opt.hooks) last_layer = std::max(last_layer, h.layer);
-    if (last_layer < 0) return {};
-  }
+  if (T > cfg_.seq_len) fail("llama forward: context of ", T, " tokens exceeds the model's seq_len ", cfg_.seq_len);
+  std::vector<float> kc(static_cast<size_t>(T) * cfg_.kv_dim()), vc(kc.size());
+  return run(tokens.data(), T, 0, kc.data(), vc.data(), 0, opt);
+}
+
+std::unique_ptr<DecodeState> LlamaModel::start() const {
+  auto st = std::make_unique<LlamaDecodeState>();
+  const size_t n = static_cast<size_t>(cfg_.n_layers) * cfg_.seq_len * cfg_.kv_dim();
+  st->k.assign(n, 0.f);
+  st->v.assign(n, 0.f);
+  return st;
+}
+
+std::vector<float> LlamaModel::step(DecodeState& state, int token) const {
+  auto* st = dynamic_cast<LlamaDecodeState*>(&state);
+  if (!st) fail("llama step: the decode state was not made by this model's start()");
+  const int pos = static_cast<int>(st->tokens.size());
+  if (pos >= cfg_.seq_len) fail("llama step: position ", pos, " is past the model's seq_len ", cfg_.seq_len);
+  ForwardOptions opt;
+  opt.logits = ForwardOptions::Logits::Last;
+  std::vector<float> logits = run(&token, 1, pos, st->k.data(), st->v.data(),
+                                  static_cast<size_t>(cfg_.seq_len) * cfg_.kv_dim(), opt);
+  st->tokens.push_back(token);
+  return logits;
+}
+
+std::vector<float> LlamaModel::run(const int* tokens, int T, int pos0, float* kc, float* vc, size_t layer_stride,
+                                   const ForwardOptions& opt) const {
+  const LlamaConfig& c = cfg_;
+  for (int t = 0; t < T; ++t)
+    if (tokens[t] < 0 || tokens[t] >= c.vocab_size)
+      fail("llama forward: token id ", tokens[t], " out of range [0, ", c.vocab_size, ")");
+  const int last_layer = last_block_to_run(opt.hooks, opt.logits, c.n_layers, "llama");
+  if (last_layer < 0) return {};
 
   const int d = c.dim, hd = c.hidden_dim, kv = c.kv_dim(), hs = c.head_size(), V = c.vocab_size;
+  const int S = pos0 + T;  // keys and values visible to the last query
   const size_t Td = static_cast<size_t>(T) * d;
-  std::vector<float> x(Td), xb(Td), ob(Td), q(Td), k(static_cast<size_t>(T) * kv), v(static_cast<size_t>(T) * kv);
-  std::vector<float> att(static_cast<size_t>(T) * T), h1(static_cast<size_t>(T) * hd), h3(static_cast<size_t>(T) * hd);
+  std::vector<float> x(Td), xb(Td), ob(Td), q(Td);
+  std::vector<float> att(static_cast<size_t>(T) * S), h1(static_cast<size_t>(T) * hd), h3(static_cast<size_t>(T) * hd);
   for (int t = 0; t < T; ++t)
     std::memcpy(&x[static_cast<size_t>(t) * d], &w_[emb_ + static_cast<size_t>(tokens[t]) * d], d * sizeof(float));
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   const int group = c.n_heads / c.n_kv_heads;
-  const std::vector<float> rot = rope_table(T, hs);
+  const std::vector<float> rot = rope_table(S, hs);
 
   for (int l = 0; l <= last_layer; ++l) {
     const size_t L = static_cast<size_t>(l);
+    float* K = kc + L * layer_stride;  // [S, kv]: positions 0 .. S-1
+    float* Vv = vc + L * layer_stride;
+    float* k_new = K + static_cast<size_t>(pos0) * kv;
+    float* v_new = Vv + static_cast<size_t>(pos0) * kv;
     // attention
     rmsnorm(xb.data(), x.data(), &w_[rms_att_ + L * d], T, d);
     linear(q.data(), xb.data(), &w_[wq_ + L * d * d], T, d, d);
-    linear(k.data(), xb.data(), &w_[wk_ + L * kv * d], T, d, kv);
-    linear(v.data(), xb.data(), &w_[wv_ + L * kv * d], T, d, kv);
-    rope(q.data(), T, d, hs, rot);
-    rope(k.data(), T, kv, hs, rot);
+    linear(k_new, xb.data(), &w_[wk_ + L * kv * d], T, d, kv);
+    linear(v_new, xb.data(), &w_[wv_ + L * kv * d], T, d, kv);
+    rope(q.data(), T, pos0, d, hs, rot);
+    rope(k_new, T, pos0, kv, hs, rot);
     for (int h = 0; h < c.n_heads; ++h) {
       const int kh = h / group;
-      // att[T, T] = scale * Q_h K_h^T
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q.data() + h * hs, d,
-                  k.data() + kh * hs, kv, 0.f, att.data(), T);
+      // att[T, S] = scale * Q_h K_h^T
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, S, hs, scale, q.data() + h * hs, d, K + kh * hs, kv,
+                  0.f, att.data(), S);
       for (int t = 0; t < T; ++t) {
-        float* a = att.data() + static_cast<size_t>(t) * T;
+        float* a = att.data() + static_cast<size_t>(t) * S;
+        const int last = pos0 + t;  // causal: query at position pos0 + t sees keys 0 .. pos0 + t
         float mx = a[0];
-        for (int s = 1; s <= t; ++s) mx = std::max(mx, a[s]);
+        for (int s = 1; s <= last; ++s) mx = std::max(mx, a[s]);
         float sum = 0.f;
-        for (int s = 0; s <= t; ++s) {
+        for (int s = 0; s <= last; ++s) {
           a[s] = std::exp(a[s] - mx);
           sum += a[s];
         }
         const float inv = 1.f / sum;
-        for (int s = 0; s <= t; ++s) a[s] *= inv;
-        for (int s = t + 1; s < T; ++s) a[s] = 0.f;
+        for (int s = 0; s <= last; ++s) a[s] *= inv;
+        for (int s = last + 1; s < S; ++s) a[s] = 0.f;
       }
       // ob[:, head h] = att V_h
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.f, att.data(), T, v.data() + kh * hs, kv,
-                  0.f, ob.data() + h * hs, d);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, S, 1.f, att.data(), S, Vv + kh * hs, kv, 0.f,
+                  ob.data() + h * hs, d);
     }
     linear(xb.data(), ob.data(), &w_[wo_ + L * d * d], T, d, d);
     for (size_t i = 0; i < Td; ++i) x[i] += xb[i];
@@ -240,15 +247,7 @@ std::vector<float> LlamaModel::forward(const std::vector<int>& tokens, const For
     }
     linear(xb.data(), h1.data(), &w_[w2_ + L * d * hd], T, hd, d);
     for (size_t i = 0; i < Td; ++i) x[i] += xb[i];
-    // hooks on resid_post of block l, in the order given
-    for (const auto& hook : opt.hooks) {
-      if (hook.layer != l) continue;
-      switch (hook.kind) {
-        case ResidHook::Kind::Capture: hook.out->assign(x.begin(), x.end()); break;
-        case ResidHook::Kind::Replace: hook.replace(x.data(), T, d); break;
-        case ResidHook::Kind::Zero: std::fill(x.begin(), x.end(), 0.f); break;
-      }
-    }
+    apply_hooks(opt.hooks, l, x.data(), T, d);  // resid_post of block l
   }
   if (opt.logits == ForwardOptions::Logits::None) return {};
 
@@ -258,130 +257,6 @@ std::vector<float> LlamaModel::forward(const std::vector<int>& tokens, const For
   std::vector<float> logits(static_cast<size_t>(rows) * V);
   linear(logits.data(), xb.data(), &w_[cls_], rows, d, V);
   return logits;
-}
-
-std::string generate_greedy(const LlamaModel& model, const LlamaTokenizer& tok, const std::string& prompt, int steps,
-                            const std::function<void(const std::string&)>& on_piece) {
-  const LlamaConfig& c = model.config();
-  if (tok.vocab_size() < c.vocab_size)
-    fail("tokenizer has ", tok.vocab_size(), " tokens, model '", model.path(), "' needs ", c.vocab_size);
-  if (steps <= 0 || steps > c.seq_len) steps = c.seq_len;
-  const std::vector<int> prompt_ids = tok.encode(prompt, /*bos=*/true, /*eos=*/false);
-  const int n_prompt = static_cast<int>(prompt_ids.size());
-  std::vector<int> seq{prompt_ids[0]};
-  ForwardOptions opt;
-  opt.logits = ForwardOptions::Logits::Last;
-  std::string text;
-  int token = prompt_ids[0];
-  for (int pos = 0; pos < steps; ++pos) {
-    int next;
-    if (pos < n_prompt - 1) {
-      next = prompt_ids[pos + 1];
-    } else {
-      const std::vector<float> logits = model.forward(seq, opt);
-      next = 0;
-      for (int i = 1; i < c.vocab_size; ++i)
-        if (logits[i] > logits[next]) next = i;  // first maximum
-    }
-    if (next == LlamaTokenizer::kBos) break;
-    const std::string piece = tok.decode_piece(token, next);
-    // Like llama2.c, a piece that is one unprintable byte (other than whitespace) is not printed.
-    const bool printable = !(piece.size() == 1 && !std::isprint(static_cast<unsigned char>(piece[0])) &&
-                             !std::isspace(static_cast<unsigned char>(piece[0])));
-    if (printable && !piece.empty()) {
-      text += piece;
-      if (on_piece) on_piece(piece);
-    }
-    token = next;
-    seq.push_back(next);
-  }
-  return text;
-}
-
-std::vector<std::string> split_documents(const std::string& text) {
-  std::vector<std::string> parts;
-  const std::string marker = "<|endoftext|>";
-  if (text.find(marker) != std::string::npos) {
-    size_t at = 0;
-    for (;;) {
-      const size_t e = text.find(marker, at);
-      parts.push_back(text.substr(at, e == std::string::npos ? std::string::npos : e - at));
-      if (e == std::string::npos) break;
-      at = e + marker.size();
-    }
-  } else {
-    // Blank-line separated: a line holding only whitespace ends the current document.
-    std::string cur;
-    size_t at = 0;
-    while (at <= text.size()) {
-      size_t e = text.find('\n', at);
-      if (e == std::string::npos) e = text.size();
-      const std::string line = text.substr(at, e - at);
-      const bool blank = line.find_first_not_of(" \t\r") == std::string::npos;
-      if (blank) {
-        parts.push_back(cur);
-        cur.clear();
-      } else {
-        if (!cur.empty()) cur += '\n';
-        cur += line;
-      }
-      at = e + 1;
-    }
-    parts.push_back(cur);
-  }
-  std::vector<std::string> docs;
-  for (auto& p : parts) {
-    const size_t b = p.find_first_not_of(" \t\r\n");
-    if (b == std::string::npos) continue;
-    const size_t e = p.find_last_not_of(" \t\r\n");
-    docs.push_back(p.substr(b, e - b + 1));
-  }
-  return docs;
-}
-
-void for_each_context(const LlamaTokenizer& tok, const std::vector<std::string>& documents, int ctx,
-                      const std::function<bool(const std::vector<int>&, int, int, size_t)>& fn) {
-  if (ctx < 1) fail("context length ", ctx, " must be positive");
-  for (size_t d = 0; d < documents.size(); ++d) {
-    const std::vector<int> ids = tok.encode(documents[d], /*bos=*/true, /*eos=*/false);
-    const int n = static_cast<int>(ids.size());
-    for (int start = 0; start + 1 < n; start += ctx)
-      if (!fn(ids, start, std::min(ctx, n - start), d)) return;
-  }
-}
-
-LossResult cross_entropy(const LlamaModel& model, const LlamaTokenizer& tok, const std::vector<std::string>& documents,
-                         int ctx, long long max_predicted, const ForwardOptions& opt_in) {
-  const LlamaConfig& c = model.config();
-  if (ctx < 2 || ctx > c.seq_len) fail("cross-entropy: --ctx ", ctx, " must be in [2, ", c.seq_len, "] (seq_len)");
-  if (tok.vocab_size() < c.vocab_size)
-    fail("tokenizer has ", tok.vocab_size(), " tokens, model '", model.path(), "' needs ", c.vocab_size);
-  ForwardOptions opt = opt_in;
-  opt.logits = ForwardOptions::Logits::All;
-  LossResult r;
-  double sum = 0;
-  const int V = c.vocab_size;
-  for_each_context(tok, documents, ctx, [&](const std::vector<int>& ids, int start, int len, size_t) {
-    const int n = static_cast<int>(ids.size());
-    if (start == 0) ++r.documents;
-    const std::vector<int> window(ids.begin() + start, ids.begin() + start + len);
-    const std::vector<float> logits = model.forward(window, opt);
-    ++r.contexts;
-    for (int j = 0; j < len && start + j + 1 < n; ++j) {
-      if (max_predicted > 0 && r.predicted >= max_predicted) break;
-      const float* row = logits.data() + static_cast<size_t>(j) * V;
-      double mx = row[0];
-      for (int i = 1; i < V; ++i) mx = std::max(mx, static_cast<double>(row[i]));
-      double se = 0;
-      for (int i = 0; i < V; ++i) se += std::exp(static_cast<double>(row[i]) - mx);
-      sum += (mx + std::log(se)) - static_cast<double>(row[ids[start + j + 1]]);
-      ++r.predicted;
-    }
-    return !(max_predicted > 0 && r.predicted >= max_predicted);
-  });
-  if (r.predicted == 0) fail("cross-entropy: no token to predict (no document has two tokens or more)");
-  r.mean_ce = sum / static_cast<double>(r.predicted);
-  return r;
 }
 
 }  // namespace moesae::lm

@@ -147,21 +147,12 @@ std::vector<int> LlamaTokenizer::encode(const std::string& text, bool bos, bool 
 }
 
 std::string LlamaTokenizer::decode_piece(int prev, int token) const {
+  if (token == kBos) return {};
   const std::string& p = piece(token);
   const int b = raw_byte(p);
   if (b >= 0) return std::string(1, static_cast<char>(b));
   if (prev == kBos && !p.empty() && p[0] == ' ') return p.substr(1);
   return p;
-}
-
-std::string LlamaTokenizer::decode(const std::vector<int>& tokens) const {
-  std::string out;
-  int prev = -1;
-  for (int t : tokens) {
-    if (t != kBos) out += decode_piece(prev, t);
-    prev = t;
-  }
-  return out;
 }
 
 }  // namespace moesae::lm

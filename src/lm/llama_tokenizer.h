@@ -8,9 +8,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "lm/tokenizer.h"
+
 namespace moesae::lm {
 
-class LlamaTokenizer {
+class LlamaTokenizer final : public Tokenizer {
  public:
   static constexpr int kBos = 1;
   static constexpr int kEos = 2;
@@ -20,7 +22,8 @@ class LlamaTokenizer {
   // that many tokens and only those are kept (llama2.c reads exactly the model's vocab_size tokens).
   static LlamaTokenizer load(const std::string& path, int expected_vocab = 0);
 
-  int vocab_size() const { return static_cast<int>(pieces_.size()); }
+  int vocab_size() const override { return static_cast<int>(pieces_.size()); }
+  int bos_id() const override { return kBos; }
   int max_token_length() const { return max_token_length_; }
   const std::string& piece(int id) const;
   float score(int id) const;
@@ -29,12 +32,12 @@ class LlamaTokenizer {
 
   // llama2.c encoding: [BOS], a dummy-prefix " " for non-empty text, UTF-8 code points (byte fallback), then
   // greedy merges of the adjacent pair whose concatenation is in the vocabulary with the highest score. [EOS].
-  std::vector<int> encode(const std::string& text, bool bos = true, bool eos = false) const;
+  std::vector<int> encode(const std::string& text, bool bos, bool eos) const;
+  std::vector<int> encode(const std::string& text, bool bos = true) const override { return encode(text, bos, false); }
 
-  // The text of `token` following `prev`: after BOS a leading space is dropped; "<0xXX>" is the raw byte.
-  std::string decode_piece(int prev, int token) const;
-  // Concatenated decode_piece over a sequence (BOS itself produces nothing; the first token has prev = -1).
-  std::string decode(const std::vector<int>& tokens) const;
+  // The text of `token` following `prev`: after BOS a leading space is dropped; "<0xXX>" is the raw byte; BOS
+  // itself is the empty string.
+  std::string decode_piece(int prev, int token) const override;
 
  private:
   std::string path_;

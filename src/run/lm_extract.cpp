@@ -7,24 +7,24 @@
 #include "core/log.h"
 #include "core/tensor.h"
 #include "data/activation_file.h"
+#include "lm/documents.h"
 
 namespace moesae {
 
-LmExtractResult lm_extract(const lm::LlamaModel& model, const lm::LlamaTokenizer& tok,
+LmExtractResult lm_extract(const lm::LanguageModel& model, const lm::Tokenizer& tok,
                            const std::vector<std::string>& documents, const LmExtractOptions& o) {
-  const lm::LlamaConfig& c = model.config();
+  const lm::LmShape& c = model.shape();
   if (o.layer < 0 || o.layer >= c.n_layers)
     fail("lm extract: --layer ", o.layer, " is out of range: model '", model.path(), "' has ", c.n_layers,
          " blocks (0..", c.n_layers - 1, ")");
   if (o.ctx < 2 || o.ctx > c.seq_len) fail("lm extract: --ctx ", o.ctx, " must be in [2, ", c.seq_len, "] (seq_len)");
-  if (tok.vocab_size() < c.vocab_size)
-    fail("tokenizer has ", tok.vocab_size(), " tokens, model '", model.path(), "' needs ", c.vocab_size);
   if (o.out.empty()) fail("lm extract: no output path (--out)");
 
   const int d = c.dim;
   ActivationWriter::Options wo;
   wo.d = d;
   wo.token_ids = true;
+  wo.positions = true;
   wo.meta = {o.model_name, std::to_string(o.layer), "resid_post", o.tokenizer_name};
   ActivationWriter w(o.out, wo);
   w.file().set_attr(w.dataset(), "ctx", static_cast<int64_t>(o.ctx));
@@ -39,10 +39,11 @@ LmExtractResult lm_extract(const lm::LlamaModel& model, const lm::LlamaTokenizer
   const int64_t cap = std::max<int64_t>(4096, o.ctx);
   Tensor buf = host_tensor(cap, d);
   Tensor ids_buf = host_vector(cap, DType::I32);
+  Tensor pos_buf = host_vector(cap, DType::I32);
   int64_t filled = 0;
   auto flush = [&] {
     if (filled == 0) return;
-    w.append(buf.row_range(0, filled), ids_buf.row_range(0, filled));
+    w.append(buf.row_range(0, filled), ids_buf.row_range(0, filled), pos_buf.row_range(0, filled));
     filled = 0;
   };
 
@@ -59,12 +60,13 @@ LmExtractResult lm_extract(const lm::LlamaModel& model, const lm::LlamaTokenizer
       fail("lm extract: internal error: captured ", acts.size(), " values, expected ", len, " x ", d);
     ++r.contexts;
     r.positions += len;
-    const int skip = (o.exclude_bos && window[0] == lm::LlamaTokenizer::kBos) ? 1 : 0;
+    const int skip = (o.exclude_bos && window[0] == tok.bos_id()) ? 1 : 0;
     r.bos_dropped += skip;
     if (filled + len > cap) flush();
     for (int j = skip; j < len; ++j) {
       std::memcpy(buf.data<float>() + filled * d, acts.data() + static_cast<size_t>(j) * d, sizeof(float) * d);
       ids_buf.data<int32_t>()[filled] = window[j];
+      pos_buf.data<int32_t>()[filled] = j;
       ++filled;
       ++r.rows;
     }

@@ -1,12 +1,12 @@
-// moesae run: residual-stream activations of a llama2.c model written to an HDF5 activation file (lm/ + data/).
+// moesae run: residual-stream activations of a language model (llama2.c or GPT-2) written to an HDF5 activation file (lm/ + data/).
 //   documents -> contexts (lm::for_each_context, the cutting of lm::cross_entropy) -> forward with a capture hook on
 //   block `layer`'s resid_post, stopping after that block -> ActivationWriter (f32 rows + token ids), streamed.
 #pragma once
 #include <string>
 #include <vector>
 
-#include "lm/llama.h"
-#include "lm/llama_tokenizer.h"
+#include "lm/language_model.h"
+#include "lm/tokenizer.h"
 
 namespace moesae {
 
@@ -31,7 +31,7 @@ struct LmExtractResult {
 
 // Validates layer and ctx against the model (one error each), then writes the file. Attributes of the dataset:
 // model, layer, hook ("resid_post"), tokenizer, ctx (integer), bos ("bos_included" or "bos_excluded").
-LmExtractResult lm_extract(const lm::LlamaModel& model, const lm::LlamaTokenizer& tok,
+LmExtractResult lm_extract(const lm::LanguageModel& model, const lm::Tokenizer& tok,
                            const std::vector<std::string>& documents, const LmExtractOptions& options);
 
 }  // namespace moesae
