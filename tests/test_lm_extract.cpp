@@ -99,6 +99,21 @@ TEST(LmExtract, WritesResidPostRowsTokenIdsAndAttributes) {
   EXPECT_EQ(af.meta().hook, "resid_post");
   EXPECT_EQ(af.file().attr_int("activations", "ctx"), kCtx);
   EXPECT_EQ(af.file().attr_string("activations", "bos"), "bos_included");
+  EXPECT_EQ(af.attribute("max_tokens"), std::to_string(kMax));
+  EXPECT_EQ(af.attribute("documents"), std::to_string(r.documents));
+  // Each row's position in its context: 0, 1, ... restarting at every context.
+  ASSERT_TRUE(af.has_positions());
+  Tensor pos = host_vector(af.tokens(), DType::I32);
+  af.read_positions(0, pos);
+  long long zeros = 0;
+  for (int64_t i = 0; i < af.tokens(); ++i) {
+    const int p = pos.data<int32_t>()[i];
+    if (i == 0) EXPECT_EQ(p, 0);
+    if (i > 0) EXPECT_TRUE(p == 0 || p == pos.data<int32_t>()[i - 1] + 1) << i;
+    EXPECT_LT(p, kCtx);
+    zeros += p == 0;
+  }
+  EXPECT_EQ(zeros, r.contexts);
 
   // The first context's rows equal a direct forward with a capture hook, bit for bit.
   std::vector<float> cap;

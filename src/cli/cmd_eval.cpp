@@ -1,10 +1,12 @@
-// `moesae eval RUN.h5 --data DATA.h5 [--split eval|all] [--json]`
+// `moesae eval RUN.h5 [--data DATA.h5] [--split eval|all] [--lm MODEL] [--set lm.key=value ...] [--json]`
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "data/synthetic.h"
+#include "eval/loss_recovered.h"
+#include "run/config.h"
 #include "run/train_run.h"
 
 namespace moesae::cli {
@@ -12,8 +14,9 @@ namespace moesae::cli {
 Command add_eval(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("eval", "Evaluate a trained SAE (run record) on an activation file");
   struct Args {
-    std::string record, data, split = "eval";
-    bool json = false;
+    std::string record, data, split = "eval", lm;
+    std::vector<std::string> overrides;
+    bool json = false, no_lm = false;
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
@@ -22,12 +25,25 @@ Command add_eval(CLI::App& app) {
   sub->add_option("--split", a->split, "eval: the held-out split; all: every row")
       ->check(CLI::IsMember({"eval", "all"}))
       ->capture_default_str();
+  sub->add_option("--lm", a->lm,
+                  "language model to splice the SAE into for Loss Recovered (sets lm.model; the run's own lm: "
+                  "section is used when it names one)");
+  sub->add_option("--set", a->overrides,
+                  "override a value of the run's config for this evaluation, e.g. lm.ood_text=FILE or "
+                  "eval.redundancy_threshold=0.8 (repeatable)");
+  sub->add_flag("--no-lm", a->no_lm, "skip the language-model evaluation even if the run's config names a model");
   sub->add_flag("--json", a->json, "print the metrics as JSON");
   sub->add_option("--threads", a->threads, "CPU threads (0: all)");
   return {sub, [a]() {
             auto be = make_cpu_backend(a->threads);
             RunConfig cfg;
             auto sae = load_sae_from_record(a->record, *be, &cfg);
+            std::vector<std::string> overrides = a->overrides;
+            if (!a->lm.empty()) overrides.insert(overrides.begin(), "lm.model=" + a->lm);
+            if (!overrides.empty())
+              cfg = parse_run_config_text(to_yaml(cfg), overrides, a->record + " /config");
+            if (a->no_lm) cfg.lm.model.clear();
+            check_lm_eval_files(cfg.lm);
             DataConfig dc = cfg.data;
             if (!a->data.empty()) dc.path = a->data;
             if (a->split == "all") {
@@ -41,6 +57,8 @@ Command add_eval(CLI::App& app) {
             std::unique_ptr<Tensor> truth;
             if (has_ground_truth(dc.path)) truth = std::make_unique<Tensor>(read_ground_truth(dc.path));
             EvalResult r = evaluate_sae(*sae, reader, cfg.eval, cfg.train.batch_size, truth.get());
+            if (cfg.lm.enabled())
+              for (const auto& [k, v] : evaluate_lm_for_run(*sae, cfg.lm, *file)) r.scalars[k] = v;
             if (a->json) {
               nlohmann::json j = r.scalars;
               for (auto& [k, v] : r.vectors) j[k] = v;

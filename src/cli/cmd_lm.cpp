@@ -11,7 +11,10 @@
 #include "lm/documents.h"
 #include "lm/generate.h"
 #include "lm/load.h"
+#include "data/activation_file.h"
+#include "eval/loss_recovered.h"
 #include "run/lm_extract.h"
+#include "run/train_run.h"
 
 namespace moesae::cli {
 
@@ -28,7 +31,10 @@ struct LmArgs {
   std::string text = "text/tinystories_val.txt";
   int ctx = 256;
   long long max_tokens = 0;
-  // extract
+  std::string sae;          // run record to splice in
+  std::string mode;         // splice | zero
+  bool keep_pos0 = false;   // splice: position 0 keeps its residual
+  // extract (and loss)
   int layer = -1;
   bool exclude_bos = false;
   std::string format = "txt";
@@ -67,6 +73,15 @@ Command add_lm(CLI::App& app) {
   loss->add_option("--ctx", a->ctx, "context length in tokens")->capture_default_str();
   loss->add_option("--max-tokens", a->max_tokens, "stop after this many predicted tokens (0: all)")
       ->capture_default_str();
+  loss->add_option("--sae", a->sae, "run record (RUN.h5) whose SAE replaces block --layer's resid_post")
+      ->check(CLI::ExistingFile);
+  loss->add_option("--layer", a->layer,
+                   "block (0-based) for --mode; with --sae, default: the layer of the SAE's activation file");
+  loss->add_option("--mode", a->mode,
+                   "splice (the SAE's reconstruction; default with --sae) or zero (the residual set to 0); with "
+                   "--sae, also prints the clean and zero-ablated CE and Loss Recovered")
+      ->check(CLI::IsMember({"splice", "zero"}));
+  loss->add_flag("--keep-pos0", a->keep_pos0, "splice at every position but position 0 of each context");
 
   CLI::App* ext = sub->add_subcommand("extract", "Write residual-stream activations of a text file to HDF5");
   ext->add_option("--model", a->model, model_help)->capture_default_str();
@@ -81,6 +96,19 @@ Command add_lm(CLI::App& app) {
   ext->add_option("--out", a->out, "activation file to write (ACTS.h5)")->required();
 
   return {sub, [a, gen, loss, ext]() {
+            if (ext->parsed()) {
+              ExtractSpec spec;
+              spec.model = a->model;
+              spec.tokenizer = a->tokenizer;
+              spec.text = a->text;
+              spec.format = a->format;
+              spec.layer = a->layer;
+              spec.ctx = a->ctx;
+              spec.max_tokens = a->max_tokens;
+              spec.exclude_bos = a->exclude_bos;
+              extract_activations(spec, a->out);
+              return 0;
+            }
             const std::string model_path = lm::resolve_data_path(a->model);
             const std::unique_ptr<lm::LanguageModel> model_ptr = lm::load_language_model(model_path);
             const lm::LanguageModel& model = *model_ptr;
@@ -102,30 +130,46 @@ Command add_lm(CLI::App& app) {
               const std::string text_path = lm::resolve_data_path(a->text);
               const auto docs = lm::read_documents(text_path, a->format);
               Timer t;
-              const lm::LossResult r = lm::cross_entropy(model, tok, docs, a->ctx, a->max_tokens);
+              if (!a->sae.empty()) {
+                if (a->mode == "zero") fail("lm loss: --mode zero takes no --sae (it zeroes --layer)");
+                auto be = make_cpu_backend(0);
+                RunConfig rc;
+                auto sae = load_sae_from_record(a->sae, *be, &rc);
+                SpliceOptions so;
+                so.layer = a->layer;
+                if (so.layer < 0) {
+                  if (!std::filesystem::exists(rc.data.path))
+                    fail("lm loss: give --layer (the SAE's activation file '", rc.data.path, "' is not there)");
+                  const std::string l = ActivationFile(rc.data.path, rc.data.dataset).meta().layer;
+                  if (l.empty()) fail("lm loss: give --layer (the SAE's activation file records no layer)");
+                  so.layer = std::stoi(l);
+                }
+                so.ctx = a->ctx;
+                so.max_tokens = a->max_tokens;
+                const SpliceResult r = splice_sae(model, tok, docs, *sae, so);
+                std::printf("ce %.6f\n", a->keep_pos0 ? r.ce_sae_keep_pos0 : r.ce_sae);
+                std::printf("ce_clean %.6f\nce_zero %.6f\nloss_recovered %.6f\nloss_recovered_keep_pos0 %.6f\n"
+                            "delta_ce %.6f\nfvu %.6f\nfvu_no_pos0 %.6f\nl0 %.3f\n",
+                            r.ce_clean, r.ce_zero, r.loss_recovered, r.loss_recovered_keep_pos0,
+                            a->keep_pos0 ? r.delta_ce_keep_pos0 : r.delta_ce, r.fvu, r.fvu_no_pos0, r.l0);
+                spdlog::info("{}: {} predicted tokens in {} contexts of <= {} tokens from {} documents, SAE {} at "
+                             "layer {} ({:.1f}s)",
+                             text_path, r.predicted, r.contexts, a->ctx, r.documents, a->sae, so.layer, t.seconds());
+                return 0;
+              }
+              lm::ForwardOptions fo;
+              if (a->mode == "splice") fail("lm loss: --mode splice needs --sae RUN.h5");
+              if (a->keep_pos0) fail("lm loss: --keep-pos0 applies to --sae splicing");
+              if (a->mode == "zero") {
+                if (a->layer < 0) fail("lm loss: --mode zero needs --layer");
+                fo.hooks.push_back(lm::ResidHook::zero(a->layer));
+              } else if (a->layer >= 0) {
+                fail("lm loss: --layer needs --sae or --mode zero");
+              }
+              const lm::LossResult r = lm::cross_entropy(model, tok, docs, a->ctx, a->max_tokens, fo);
               std::printf("ce %.6f\n", r.mean_ce);
               spdlog::info("{}: {} predicted tokens in {} contexts of <= {} tokens from {} documents ({:.1f}s)",
                            text_path, r.predicted, r.contexts, a->ctx, r.documents, t.seconds());
-              return 0;
-            }
-            if (ext->parsed()) {
-              const std::string text_path = lm::resolve_data_path(a->text);
-              const auto docs = lm::read_documents(text_path, a->format);
-              LmExtractOptions o;
-              o.out = a->out;
-              o.layer = a->layer;
-              o.ctx = a->ctx;
-              o.max_tokens = a->max_tokens;
-              o.exclude_bos = a->exclude_bos;
-              o.model_name = std::filesystem::path(model_path).filename().string();
-              o.tokenizer_name = std::filesystem::path(tok_path).filename().string();
-              Timer t;
-              const LmExtractResult r = lm_extract(model, tok, docs, o);
-              spdlog::info("{}: {} rows x {} (layer {} resid_post, {}) from {} contexts of <= {} tokens, {} documents "
-                           "({:.1f}s)",
-                           a->out, r.rows, model.shape().dim, a->layer,
-                           a->exclude_bos ? "bos_excluded" : "bos_included", r.contexts, a->ctx, r.documents,
-                           t.seconds());
               return 0;
             }
             return 2;

@@ -127,6 +127,15 @@ void ActivationFile::read_token_ids(int64_t row0, Tensor out) const {
   file_.read_rows(token_ids_path(dataset_), row0, out);
 }
 
+std::string ActivationFile::attribute(const std::string& name) const {
+  if (!file_.has_attr(dataset_, name)) return "";
+  try {
+    return file_.attr_string(dataset_, name);
+  } catch (const Error&) {
+    return std::to_string(file_.attr_int(dataset_, name));
+  }
+}
+
 void ActivationFile::read_positions(int64_t row0, Tensor out) const {
   if (!has_positions_) fail("'", path_, "': no dataset '", positions_path(dataset_), "'");
   file_.read_rows(positions_path(dataset_), row0, out);

@@ -78,6 +78,9 @@ class ActivationFile {
   // Context positions of rows [row0, row0 + out.rows()) into a host i32 vector.
   void read_positions(int64_t row0, Tensor out) const;
   h5::File& file() { return file_; }
+  const h5::File& file() const { return file_; }
+  // A string or integer attribute of the activation dataset as text ("" when absent).
+  std::string attribute(const std::string& name) const;
 
  private:
   std::string path_, dataset_;

@@ -95,13 +95,18 @@ EvalReader::EvalReader(std::shared_ptr<const ActivationFile> file, RowRange rows
          file_->tokens(), " rows");
 }
 
-int64_t EvalReader::next(Tensor& out) {
+int64_t EvalReader::next(Tensor& out, Tensor* positions_out) {
   require_batch_tensor(*file_, out);
   const int64_t n = std::min(out.rows(), rows_.end - cursor_);
   if (n <= 0) return 0;
   Tensor part = out.row_range(0, n);
   file_->read_rows(cursor_, part);
   check_finite(*file_, part, cursor_);
+  if (positions_out) {
+    if (positions_out->rows() < n || positions_out->dtype() != DType::I32)
+      fail("eval reader: the positions buffer must hold ", n, " i32 entries");
+    file_->read_positions(cursor_, positions_out->row_range(0, n));
+  }
   cursor_ += n;
   return n;
 }

@@ -76,7 +76,9 @@ class EvalReader {
  public:
   EvalReader(std::shared_ptr<const ActivationFile> file, RowRange rows);
   // Fills the first n rows of `host_out` ([B, d] host f32) with the next rows and returns n (<= B; 0 at the end).
-  int64_t next(Tensor& host_out);
+  // With `positions_out` (host i32 [>= B]), also their context positions (the file must have them).
+  int64_t next(Tensor& host_out, Tensor* positions_out = nullptr);
+  bool has_positions() const { return file_->has_positions(); }
   void reset() { cursor_ = rows_.begin; }
   RowRange rows() const { return rows_; }
 

@@ -335,6 +335,24 @@ const std::vector<Field<EvalConfig>>& eval_fields() {
   return f;
 }
 
+const Bound kAutoOrIndex{-1};  // -1: automatic, else an index >= 0
+
+const std::vector<Field<LmEvalConfig>>& lm_fields() {
+  static const std::vector<Field<LmEvalConfig>> f = {
+      string_field("model", &LmEvalConfig::model, true),
+      string_field("tokenizer", &LmEvalConfig::tokenizer, true),
+      int_field("layer", &LmEvalConfig::layer, kAutoOrIndex),
+      int_field("ctx", &LmEvalConfig::ctx, Bound{2}),
+      int_field("max_tokens", &LmEvalConfig::max_tokens, kNonNegative),
+      string_field("text", &LmEvalConfig::text, false),
+      string_field("text_format", &LmEvalConfig::text_format, false),
+      int_field("skip_documents", &LmEvalConfig::skip_documents, kAutoOrIndex),
+      string_field("ood_text", &LmEvalConfig::ood_text, true),
+      string_field("ood_format", &LmEvalConfig::ood_format, false),
+  };
+  return f;
+}
+
 template <typename Cfg>
 std::vector<std::string> keys_of(const std::vector<Field<Cfg>>& fields) {
   std::vector<std::string> keys;
@@ -342,7 +360,7 @@ std::vector<std::string> keys_of(const std::vector<Field<Cfg>>& fields) {
   return keys;
 }
 
-const char* const kSections[] = {"data", "model", "train", "eval"};
+const char* const kSections[] = {"data", "model", "train", "eval", "lm"};
 
 std::vector<std::string> section_keys(const std::string& section) {
   if (section == "data") return keys_of(data_fields());
@@ -352,6 +370,7 @@ std::vector<std::string> section_keys(const std::string& section) {
     return k;
   }
   if (section == "train") return keys_of(train_fields());
+  if (section == "lm") return keys_of(lm_fields());
   return keys_of(eval_fields());
 }
 
@@ -389,7 +408,7 @@ bool is_section(const std::string& s) {
 
 // The top level is a mapping of known sections, each a mapping (or empty), without duplicate keys.
 void check_structure(const YAML::Node& root, const Source& src, bool check_unknown) {
-  if (!root.IsMap()) fail(src.at(root), ": a run configuration must be a mapping of sections (data, model, train, eval)");
+  if (!root.IsMap()) fail(src.at(root), ": a run configuration must be a mapping of sections (data, model, train, eval, lm)");
   std::map<std::string, YAML::Mark> seen_sections;
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string section = it->first.Scalar();
@@ -510,10 +529,18 @@ RunConfig convert(const YAML::Node& root, const Source& src) {
   read_heaviside(root, src, c.model);
   read_section(root, "train", train_fields(), src, c.train);
   read_section(root, "eval", eval_fields(), src, c.eval);
+  read_section(root, "lm", lm_fields(), src, c.lm);
   // The reference code's redundancy metric compares against 0.8 (reference-implementations.md §3.8.4, §3.10 #11).
   if (c.model.compat == Compat::Reference && !(root["eval"] && root["eval"]["redundancy_threshold"]))
     c.eval.redundancy_threshold = 0.8;
   validate_model(root, src, c.model);
+  for (const char* key : {"text_format", "ood_format"}) {
+    const std::string& v = std::string(key) == "text_format" ? c.lm.text_format : c.lm.ood_format;
+    if (v != "txt" && v != "pubmedqa") {
+      const std::string dotted = std::string("lm.") + key;
+      fail(src.where(dotted, root["lm"][key]), ": ", dotted, " '", v, "' is not a text format (valid: txt, pubmedqa)");
+    }
+  }
   return c;
 }
 
@@ -575,6 +602,7 @@ std::string to_yaml(const RunConfig& c) {
   write_section(out, "model", model_fields(), c.model);
   write_section(out, "train", train_fields(), c.train);
   write_section(out, "eval", eval_fields(), c.eval);
+  write_section(out, "lm", lm_fields(), c.lm);
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

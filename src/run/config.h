@@ -44,6 +44,7 @@ struct RunConfig {
   ModelConfig model;
   TrainConfig train;
   EvalConfig eval;
+  LmEvalConfig lm;  // Loss Recovered with the SAE spliced into its language model (off while lm.model is empty)
 };
 
 // Reads and converts a YAML run configuration file, applying the overrides in order.

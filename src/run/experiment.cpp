@@ -85,6 +85,34 @@ SynthConfig parse_synthetic(const std::string& file, const YAML::Node& n) {
   return c;
 }
 
+ExtractSpec parse_extract(const std::string& file, const YAML::Node& n) {
+  check_keys(file, n, {"model", "tokenizer", "text", "format", "layer", "ctx", "max_tokens", "exclude_bos"},
+             "extract");
+  ExtractSpec s;
+  auto str = [&](const char* key, std::string& field) {
+    if (n[key]) field = scalar<std::string>(file, n[key], std::string("extract.") + key);
+  };
+  auto integer = [&](const char* key, auto& field, double lo) {
+    if (!n[key]) return;
+    const double v = scalar<double>(file, n[key], std::string("extract.") + key);  // accepts 3e5
+    if (v != std::floor(v) || v < lo || v > 9.0e15)
+      fail_at(file, n[key], std::string("extract.") + key + " must be an integer >= " + std::to_string(int(lo)));
+    field = static_cast<std::decay_t<decltype(field)>>(v);
+  };
+  str("model", s.model);
+  str("tokenizer", s.tokenizer);
+  str("text", s.text);
+  str("format", s.format);
+  if (s.format != "txt" && s.format != "pubmedqa")
+    fail_at(file, n["format"], "extract.format '" + s.format + "' is not a text format (valid: txt, pubmedqa)");
+  if (!n["layer"]) fail_at(file, n, "extract needs 'layer' (the block whose resid_post is captured)");
+  integer("layer", s.layer, 0);
+  integer("ctx", s.ctx, 2);
+  integer("max_tokens", s.max_tokens, 0);
+  if (n["exclude_bos"]) s.exclude_bos = scalar<bool>(file, n["exclude_bos"], "extract.exclude_bos");
+  return s;
+}
+
 }  // namespace
 
 Experiment load_experiment(const std::string& path, const std::vector<std::string>& overrides) {
@@ -95,7 +123,9 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
   } catch (const YAML::Exception& e) {
     fail(path, ":", e.mark.line + 1, ": malformed YAML: ", e.msg);
   }
-  check_keys(path, root, {"name", "description", "out", "synthetic", "base", "runs"}, "the experiment");
+  check_keys(path, root, {"name", "description", "out", "synthetic", "extract", "base", "runs"}, "the experiment");
+  if (root["synthetic"] && root["extract"])
+    fail_at(path, root["extract"], "an experiment has either 'synthetic' or 'extract' data, not both");
   Experiment e;
   e.source = path;
   e.name = root["name"] ? scalar<std::string>(path, root["name"], "name")
@@ -105,6 +135,11 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
     e.has_synthetic = true;
     e.synthetic = parse_synthetic(path, root["synthetic"]);
     e.synthetic_path = e.out + "/data.h5";
+  }
+  if (root["extract"]) {
+    e.has_extract = true;
+    e.extract = parse_extract(path, root["extract"]);
+    e.extract_path = e.out + "/acts.h5";
   }
   const YAML::Node base = root["base"] ? root["base"] : YAML::Node(YAML::NodeType::Map);
   if (!root["runs"] || !root["runs"].IsSequence() || root["runs"].size() == 0)
@@ -119,6 +154,7 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
     overlay.remove("name");
     YAML::Node merged = merge(base, overlay);
     if (e.has_synthetic && !(merged["data"] && merged["data"]["path"])) merged["data"]["path"] = e.synthetic_path;
+    if (e.has_extract && !(merged["data"] && merged["data"]["path"])) merged["data"]["path"] = e.extract_path;
     run.config = run_config_from_yaml(merged, overrides, path + " (run '" + run.name + "')");
     run.record = e.out + "/" + run.name + ".h5";
     e.runs.push_back(std::move(run));
@@ -156,6 +192,15 @@ int run_experiment(const Experiment& e, const ExperimentOptions& opt) {
     write_synthetic(e.synthetic, e.synthetic_path);
     spdlog::info("synthetic data ready in {:.1f}s", t.seconds());
   }
+  if (e.has_extract && std::filesystem::exists(e.extract_path) && !extracted_file_matches(e.extract_path, e.extract)) {
+    spdlog::warn("{} was extracted with other settings: extracting again and retraining every run", e.extract_path);
+    data_changed = true;
+  }
+  if (e.has_extract && (data_changed || !std::filesystem::exists(e.extract_path))) {
+    spdlog::info("extracting activations: {} layer {} on {} -> {}", e.extract.model, e.extract.layer, e.extract.text,
+                 e.extract_path);
+    extract_activations(e.extract, e.extract_path);
+  }
   int failed = 0, done = 0;
   const size_t total = opt.only.empty() ? e.runs.size() : opt.only.size();
   for (const ExperimentRun& r : e.runs) {
@@ -190,10 +235,27 @@ std::string comparison_table(const Experiment& e) {
     const char* title;
     const char* fmt;
   };
-  const std::vector<Col> cols{{"mse", "MSE", "%10.4g"},          {"fvu", "FVU", "%8.4f"},
-                              {"l0", "L0", "%7.1f"},             {"redundancy", "redund.", "%8.4f"},
-                              {"gt_recovered", "recovered", "%9.3f"}, {"gt_mmcs", "MMCS", "%7.3f"},
-                              {"dead_fraction", "dead", "%6.3f"},  {"train_seconds", "time s", "%7.1f"}};
+  const std::vector<Col> all_cols{
+      {"mse", "MSE", "%10.4g"},          {"fvu", "FVU", "%8.4f"},
+      {"l0", "L0", "%7.1f"},             {"redundancy", "redund.", "%8.4f"},
+      {"gt_recovered", "recovered", "%9.3f"}, {"gt_mmcs", "MMCS", "%7.3f"},
+      {"loss_recovered", "LossRec", "%8.4f"}, {"delta_ce", "dCE", "%7.4f"},
+      {"fvu_ood", "FVU-ood", "%8.4f"},   {"loss_recovered_ood", "LR-ood", "%7.4f"},
+      {"dead_fraction", "dead", "%6.3f"}, {"train_seconds", "time s", "%7.1f"}};
+  // Columns that some finished run has (ground truth only for synthetic data, Loss Recovered only with an LM).
+  std::vector<RunRecord> records;
+  std::vector<bool> has_record;
+  for (const ExperimentRun& r : e.runs) {
+    has_record.push_back(std::filesystem::exists(r.record));
+    records.push_back(has_record.back() ? RunRecord::load(r.record, false) : RunRecord());
+  }
+  std::vector<Col> cols;
+  for (const Col& c : all_cols)
+    for (size_t i = 0; i < records.size(); ++i)
+      if (has_record[i] && records[i].final_scalars.count(c.key)) {
+        cols.push_back(c);
+        break;
+      }
   std::string out;
   char buf[256];
   std::snprintf(buf, sizeof buf, "%-14s %-7s %6s %4s %3s %4s", "run", "arch", "F", "E", "e", "k");
@@ -203,16 +265,17 @@ std::string comparison_table(const Experiment& e) {
     out += buf;
   }
   out += "\n";
-  for (const ExperimentRun& r : e.runs) {
+  for (size_t i = 0; i < e.runs.size(); ++i) {
+    const ExperimentRun& r = e.runs[i];
     const ModelConfig& m = r.config.model;
     std::snprintf(buf, sizeof buf, "%-14s %-7s %6d %4d %3d %4d", r.name.c_str(), to_string(m.arch), m.dict_size,
                   m.experts, m.active_experts, m.k);
     out += buf;
-    if (!std::filesystem::exists(r.record)) {
+    if (!has_record[i]) {
       out += "  (no record)\n";
       continue;
     }
-    RunRecord rec = RunRecord::load(r.record, false);
+    const RunRecord& rec = records[i];
     for (auto& c : cols) {
       auto it = rec.final_scalars.find(c.key);
       if (it == rec.final_scalars.end())

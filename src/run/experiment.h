@@ -1,10 +1,12 @@
 // moesae run: an experiment file: a shared base config, a list of named runs that override it, and optionally a
-// synthetic dataset to generate first. `moesae run` trains every run that has no record yet (interrupted runs
+// synthetic dataset to generate or language-model activations to extract first. `moesae run` trains every run that has no record yet (interrupted runs
 // resume from their checkpoints) and prints a comparison table.
 //
 //   name: quickstart
 //   out: out/quickstart              # records: <out>/<run>.h5 (relative paths: to the current directory)
 //   synthetic: {d: 64, features: 1024, tokens: 600000, groups: 16, seed: 0}   # -> <out>/data.h5 (if no data.path)
+//   extract: {model: stories260K/stories260K.bin, text: text/tinystories_val.txt, layer: 2, ctx: 256,
+//             max_tokens: 300000}                                            # -> <out>/acts.h5 (if no data.path)
 //   base: {data: {...}, model: {...}, train: {...}, eval: {...}}
 //   runs:
 //     - {name: topk, model: {arch: topk, dict_size: 256}}
@@ -15,6 +17,7 @@
 
 #include "data/synthetic.h"
 #include "run/config.h"
+#include "run/lm_extract.h"
 
 namespace moesae {
 
@@ -29,6 +32,9 @@ struct Experiment {
   bool has_synthetic = false;
   SynthConfig synthetic;
   std::string synthetic_path;  // where the synthetic data goes
+  bool has_extract = false;    // activations extracted from a language model
+  ExtractSpec extract;
+  std::string extract_path;    // <out>/acts.h5
   std::vector<ExperimentRun> runs;
 };
 

@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 
 #include "core/error.h"
 #include "core/log.h"
 #include "core/tensor.h"
 #include "data/activation_file.h"
+#include "lm/data_path.h"
 #include "lm/documents.h"
+#include "lm/load.h"
 
 namespace moesae {
 
@@ -29,6 +32,8 @@ LmExtractResult lm_extract(const lm::LanguageModel& model, const lm::Tokenizer& 
   ActivationWriter w(o.out, wo);
   w.file().set_attr(w.dataset(), "ctx", static_cast<int64_t>(o.ctx));
   w.file().set_attr(w.dataset(), "bos", std::string(o.exclude_bos ? "bos_excluded" : "bos_included"));
+  w.file().set_attr(w.dataset(), "text", o.text_name);
+  w.file().set_attr(w.dataset(), "max_tokens", static_cast<int64_t>(o.max_tokens));
 
   std::vector<float> acts;
   lm::ForwardOptions fo;
@@ -78,9 +83,70 @@ LmExtractResult lm_extract(const lm::LanguageModel& model, const lm::Tokenizer& 
     return !(o.max_tokens > 0 && r.positions >= o.max_tokens);
   });
   flush();
+  // Documents the rows come from (the first r.documents of the text): evaluations skip them to stay held out.
+  w.file().set_attr(w.dataset(), "documents", static_cast<int64_t>(r.documents));
   if (r.rows == 0) fail("lm extract: no activation to write (no document has two tokens or more)");
   w.commit();
   return r;
+}
+
+namespace {
+
+std::string file_name(const std::string& path) { return std::filesystem::path(path).filename().string(); }
+
+struct ResolvedSpec {
+  std::string model, tokenizer, text;
+};
+
+// The three files of a spec on the data search path (the tokenizer's default needs the model's architecture, read
+// from the path alone).
+ResolvedSpec resolve(const ExtractSpec& s, const lm::LanguageModel* model) {
+  ResolvedSpec r;
+  r.model = lm::resolve_data_path(s.model);
+  const std::string tok = !s.tokenizer.empty() ? s.tokenizer
+                          : model             ? lm::default_tokenizer(*model)
+                          : lm::model_arch(r.model) == "gpt2" ? "gpt2-tokenizer"
+                                                              : "stories260K/tok512.bin";
+  r.tokenizer = lm::resolve_data_path(tok);
+  r.text = lm::resolve_data_path(s.text);
+  return r;
+}
+
+}  // namespace
+
+LmExtractResult extract_activations(const ExtractSpec& spec, const std::string& out) {
+  const std::string model_path = lm::resolve_data_path(spec.model);
+  const std::unique_ptr<lm::LanguageModel> model = lm::load_language_model(model_path);
+  const ResolvedSpec files = resolve(spec, model.get());
+  const std::unique_ptr<lm::Tokenizer> tok = lm::load_tokenizer(files.tokenizer, *model);
+  const std::vector<std::string> docs = lm::read_documents(files.text, spec.format);
+  LmExtractOptions o;
+  o.out = out;
+  o.layer = spec.layer;
+  o.ctx = spec.ctx;
+  o.max_tokens = spec.max_tokens;
+  o.exclude_bos = spec.exclude_bos;
+  o.model_name = file_name(files.model);
+  o.tokenizer_name = file_name(files.tokenizer);
+  o.text_name = file_name(files.text);
+  Timer t;
+  const LmExtractResult r = lm_extract(*model, *tok, docs, o);
+  spdlog::info("{}: {} rows x {} (layer {} resid_post of {}, {}) from {} contexts of <= {} tokens, {} documents of "
+               "{} ({:.1f}s, {:.0f} tokens/s)",
+               out, r.rows, model->shape().dim, spec.layer, o.model_name,
+               spec.exclude_bos ? "bos_excluded" : "bos_included", r.contexts, spec.ctx, r.documents, files.text,
+               t.seconds(), r.positions / std::max(1e-9, t.seconds()));
+  return r;
+}
+
+bool extracted_file_matches(const std::string& path, const ExtractSpec& spec) {
+  const ActivationFile f(path);
+  const ResolvedSpec files = resolve(spec, nullptr);
+  return f.meta().model == file_name(files.model) && f.meta().tokenizer == file_name(files.tokenizer) &&
+         f.attribute("text") == file_name(files.text) && f.meta().layer == std::to_string(spec.layer) &&
+         f.meta().hook == "resid_post" && f.attribute("ctx") == std::to_string(spec.ctx) &&
+         f.attribute("max_tokens") == std::to_string(spec.max_tokens) &&
+         f.attribute("bos") == (spec.exclude_bos ? "bos_excluded" : "bos_included");
 }
 
 }  // namespace moesae

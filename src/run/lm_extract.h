@@ -18,7 +18,9 @@ struct LmExtractOptions {
   bool exclude_bos = false;     // drop the position-0 BOS rows (and their token ids)
   std::string model_name;       // the `model` attribute (e.g. the checkpoint's file name)
   std::string tokenizer_name;   // the `tokenizer` attribute
-  long long progress_every = 5000;  // an info line after every this many positions (0: none)
+  std::string text_name;        // the `text` attribute (the corpus file name)
+  long long progress_every = 100000;  // an info line after every this many positions (0: none)
+  // (max_tokens is also stored, as the `max_tokens` attribute, so a file can be matched to its settings.)
 };
 
 struct LmExtractResult {
@@ -30,8 +32,30 @@ struct LmExtractResult {
 };
 
 // Validates layer and ctx against the model (one error each), then writes the file. Attributes of the dataset:
-// model, layer, hook ("resid_post"), tokenizer, ctx (integer), bos ("bos_included" or "bos_excluded").
+// model, layer, hook ("resid_post"), tokenizer, ctx (integer), bos ("bos_included" or "bos_excluded"), text, and
+// documents (integer: how many documents of the text the rows come from, the first ones). Beside the activations:
+// token_ids and positions (each row's position in its context).
 LmExtractResult lm_extract(const lm::LanguageModel& model, const lm::Tokenizer& tok,
                            const std::vector<std::string>& documents, const LmExtractOptions& options);
+
+// An extraction described by names (as in the CLI and the `extract:` block of an experiment): files are resolved on
+// the data search path; an empty tokenizer is the model's default.
+struct ExtractSpec {
+  std::string model = "stories260K/stories260K.bin";
+  std::string tokenizer;
+  std::string text = "text/tinystories_val.txt";
+  std::string format = "txt";  // txt | pubmedqa
+  int layer = -1;              // required (>= 0)
+  int ctx = 256;
+  long long max_tokens = 0;
+  bool exclude_bos = false;
+};
+
+// Loads model, tokenizer and text, and extracts to `out` (logging where each came from).
+LmExtractResult extract_activations(const ExtractSpec& spec, const std::string& out);
+
+// Whether the activation file at `path` was extracted with these settings (its attributes: model, tokenizer, text
+// file names, layer, ctx, bos policy, max_tokens). False for files without these attributes.
+bool extracted_file_matches(const std::string& path, const ExtractSpec& spec);
 
 }  // namespace moesae

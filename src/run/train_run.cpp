@@ -8,6 +8,7 @@
 
 #include "core/log.h"
 #include "data/synthetic.h"
+#include "eval/loss_recovered.h"
 #include "run/record.h"
 #include "run/stream_source.h"
 #include "train/trainer.h"
@@ -64,6 +65,11 @@ void check_resumable(const std::string& ckpt, const std::string& yaml) {
 
 }  // namespace
 
+std::map<std::string, double> evaluate_lm_for_run(Sae& sae, const LmEvalConfig& lm, const ActivationFile& acts) {
+  const std::string docs = acts.attribute("documents");
+  return evaluate_lm(sae, lm, acts.meta().layer, acts.attribute("text"), docs.empty() ? -1 : std::stoll(docs));
+}
+
 std::string checkpoint_path_for(const std::string& record_path) { return record_path + ".ckpt.h5"; }
 
 TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt) {
@@ -87,6 +93,8 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   if (auto dir = std::filesystem::path(opt.out).parent_path(); !dir.empty()) std::filesystem::create_directories(dir);
   if (opt.restart && std::filesystem::exists(ckpt)) std::filesystem::remove(ckpt);
   if (std::filesystem::exists(ckpt)) check_resumable(ckpt, yaml);
+
+  check_lm_eval_files(config.lm);  // before training, not after
 
   auto be = make_cpu_backend(config.train.threads);
   auto sae = make_sae(config.model, *be);
@@ -119,6 +127,8 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
 
   EvalReader reader = stream.eval_reader();
   result.final = evaluate_sae(*sae, reader, config.eval, config.train.batch_size, truth.get());
+  if (config.lm.enabled())
+    for (const auto& [k, v] : evaluate_lm_for_run(*sae, config.lm, stream.file())) result.final.scalars[k] = v;
   result.final.scalars["train_seconds"] = outcome.seconds;
   result.final.scalars["steps"] = double(outcome.steps_done);
 

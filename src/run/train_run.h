@@ -5,6 +5,7 @@
 #pragma once
 #include <string>
 
+#include "data/activation_file.h"
 #include "eval/evaluate.h"
 #include "run/config.h"
 
@@ -26,6 +27,10 @@ struct TrainRunResult {
 std::string checkpoint_path_for(const std::string& record_path);
 
 TrainRunResult train_run(const RunConfig& config, const TrainRunOptions& options);
+
+// The `lm:` evaluation (Loss Recovered, ...) of a trained SAE, with the layer, text and documents recorded in the
+// attributes of its training activation file.
+std::map<std::string, double> evaluate_lm_for_run(Sae& sae, const LmEvalConfig& lm, const ActivationFile& acts);
 
 // Builds the model described by a record and loads its weights (for eval and export).
 std::unique_ptr<Sae> load_sae_from_record(const std::string& record_path, Backend& be, RunConfig* config_out);
