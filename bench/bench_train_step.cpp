@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "bench_util.h"
 #include "core/log.h"
 #include "core/profile.h"
 #include "sae/sae.h"
@@ -20,19 +21,6 @@
 using namespace moesae;
 
 namespace {
-
-// Best of `reps` timed runs of a square sgemm (the machine's practical GEMM limit).
-double sgemm_peak_gflops(int size, int reps) {
-  std::vector<float> a(size_t(size) * size, 0.5f), b(size_t(size) * size, 0.25f), c(size_t(size) * size);
-  double best = 1e30;
-  for (int r = 0; r <= reps; ++r) {
-    Timer t;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, size, size, size, 1.f, a.data(), size, b.data(), size, 0.f,
-                c.data(), size);
-    if (r > 0) best = std::min(best, t.seconds());
-  }
-  return 2.0 * size * double(size) * size / best / 1e9;
-}
 
 struct StepResult {
   double tokens_per_s = 0;
@@ -107,7 +95,7 @@ int main(int argc, char** argv) {
   for (int64_t i = 0; i < acts.numel(); ++i) acts.host<float>()[i] = float(rng.normal());
 
   std::printf("moesae bench_train_step: batch %d, best of %d timed steps, CPU backend\n", batch, steps);
-  double peak = sgemm_peak_gflops(2048, 5);
+  double peak = bench::sgemm_peak_gflops(2048, 5);
   std::printf("sgemm peak (2048^3, OpenBLAS, best of 5): %.1f GFLOP/s\n", peak);
 
   ModelConfig scale;
@@ -126,7 +114,7 @@ int main(int argc, char** argv) {
 
   StepResult rs = bench_model(scale, acts, steps, warmup, *be);
   StepResult rt = bench_model(topk, acts, steps, warmup, *be);
-  peak = std::max(peak, sgemm_peak_gflops(2048, 5));  // measured again after the models: the better of the two
+  peak = std::max(peak, bench::sgemm_peak_gflops(2048, 5));  // measured again after the models: the better of the two
   std::printf("sgemm peak, best before and after the models: %.1f GFLOP/s\n", peak);
   auto report = [&](const char* name, const StepResult& r) {
     std::printf("%-34s %10.0f tokens/s | encoder %.1f GFLOP/s = %.0f%% of sgemm peak | phases:", name, r.tokens_per_s,
@@ -147,20 +135,14 @@ int main(int argc, char** argv) {
                             std::to_string(batch) + " --dict-size 24576 --experts 64 --active 2 --k 32 --steps " +
                             std::to_string(steps) + " --warmup 1" +
                             " --threads " + std::to_string(threads > 0 ? threads : omp_get_max_threads());
-    std::FILE* p = ::popen(cmd.c_str(), "r");
-    std::string out;
-    char buf[512];
-    while (p && std::fgets(buf, sizeof buf, p)) out += buf;
-    const int rc = p ? ::pclose(p) : -1;
+    const bench::PeerOutput peer = bench::run_peer(cmd);
     std::remove(acts_path.c_str());
+    const int rc = peer.rc;
+    const std::string& out = peer.stdout_text;
     double torch_topk = 0, torch_scale = 0;
     if (rc == 0) {
-      auto grab = [&](const char* key) {
-        auto pos = out.find(key);
-        return pos == std::string::npos ? 0.0 : std::atof(out.c_str() + out.find(':', pos) + 1);
-      };
-      torch_topk = grab("\"topk_tokens_per_s\"");
-      torch_scale = grab("\"scale_dense_tokens_per_s\"");
+      torch_topk = peer.number("topk_tokens_per_s");
+      torch_scale = peer.number("scale_dense_tokens_per_s");
     }
     if (torch_topk <= 0) {
       std::printf("PyTorch peer unavailable (%s exited %d); install python3-torch (scripts/setup-deps.sh --bench)\n",
