@@ -124,3 +124,30 @@ TEST(LmDocuments, SplitOnBlankLinesOrEndOfText) {
             (std::vector<std::string>{"one\n\ntwo", "three"}));
   EXPECT_TRUE(split_documents("\n\n  \n").empty());
 }
+
+TEST(LmDocuments, PubMedQaAbstractsInFileOrder) {
+  const std::string json =
+      R"({"2": {"QUESTION": "q?", "CONTEXTS": ["First para.", "Second para."], "LONG_ANSWER": "Conclusion."},)"
+      R"( "1": {"CONTEXTS": ["Only context."]}, "3": {"CONTEXTS": ["  "], "LONG_ANSWER": ""}})";
+  EXPECT_EQ(pubmedqa_documents(json, "t"),
+            (std::vector<std::string>{"First para.\nSecond para.\nConclusion.", "Only context."}));
+  EXPECT_NE(error_of([] { pubmedqa_documents("{not json", "x.json"); }).find("x.json: not valid JSON"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { pubmedqa_documents("[1, 2]", "x.json"); }).find("JSON object of items"), std::string::npos);
+  EXPECT_NE(error_of([] { pubmedqa_documents(R"({"7": {"QUESTION": "q"}})", "x.json"); })
+                .find("item '7' has no CONTEXTS"),
+            std::string::npos);
+
+  TempDir tmp;
+  EXPECT_NE(error_of([&] { read_documents(tmp.file("none.txt")); }).find("no such file"), std::string::npos);
+  std::ofstream(tmp.file("blank.txt")) << "\n\n  \n";
+  EXPECT_NE(error_of([&] { read_documents(tmp.file("blank.txt")); }).find("holds no document"), std::string::npos);
+  EXPECT_NE(error_of([&] { read_documents(tmp.file("blank.txt"), "csv"); }).find("text format 'csv'"),
+            std::string::npos);
+  try {
+    const auto docs = read_documents(lm::find_data_file("text/pubmedqa_pqal.json"), "pubmedqa");
+    EXPECT_EQ(docs.size(), 1000u);  // every item has an abstract
+  } catch (const Error&) {
+    GTEST_SKIP() << "shared data (PubMedQA) not found";
+  }
+}

@@ -96,6 +96,14 @@ Command add_lm(CLI::App& app) {
   ext->add_option("--out", a->out, "activation file to write (ACTS.h5)")->required();
 
   return {sub, [a, gen, loss, ext]() {
+            if (loss->parsed()) {  // option combinations, checked before anything is loaded
+              if (!a->sae.empty() && a->mode == "zero") fail("lm loss: --mode zero takes no --sae (it zeroes --layer)");
+              if (a->sae.empty() && a->mode == "splice") fail("lm loss: --mode splice needs --sae RUN.h5");
+              if (a->sae.empty() && a->keep_pos0) fail("lm loss: --keep-pos0 applies to --sae splicing");
+              if (a->mode == "zero" && a->layer < 0) fail("lm loss: --mode zero needs --layer");
+              if (a->sae.empty() && a->mode.empty() && a->layer >= 0)
+                fail("lm loss: --layer needs --sae or --mode zero");
+            }
             if (ext->parsed()) {
               ExtractSpec spec;
               spec.model = a->model;
@@ -131,7 +139,6 @@ Command add_lm(CLI::App& app) {
               const auto docs = lm::read_documents(text_path, a->format);
               Timer t;
               if (!a->sae.empty()) {
-                if (a->mode == "zero") fail("lm loss: --mode zero takes no --sae (it zeroes --layer)");
                 auto be = make_cpu_backend(0);
                 RunConfig rc;
                 auto sae = load_sae_from_record(a->sae, *be, &rc);
@@ -158,14 +165,7 @@ Command add_lm(CLI::App& app) {
                 return 0;
               }
               lm::ForwardOptions fo;
-              if (a->mode == "splice") fail("lm loss: --mode splice needs --sae RUN.h5");
-              if (a->keep_pos0) fail("lm loss: --keep-pos0 applies to --sae splicing");
-              if (a->mode == "zero") {
-                if (a->layer < 0) fail("lm loss: --mode zero needs --layer");
-                fo.hooks.push_back(lm::ResidHook::zero(a->layer));
-              } else if (a->layer >= 0) {
-                fail("lm loss: --layer needs --sae or --mode zero");
-              }
+              if (a->mode == "zero") fo.hooks.push_back(lm::ResidHook::zero(a->layer));
               const lm::LossResult r = lm::cross_entropy(model, tok, docs, a->ctx, a->max_tokens, fo);
               std::printf("ce %.6f\n", r.mean_ce);
               spdlog::info("{}: {} predicted tokens in {} contexts of <= {} tokens from {} documents ({:.1f}s)",

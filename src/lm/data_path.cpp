@@ -16,9 +16,10 @@ std::string env(const char* name) {
   const char* v = std::getenv(name);
   return v ? std::string(v) : std::string();
 }
+// A data entry is a regular file, or a directory (a GPT-2 model or tokenizer folder).
 bool is_file(const fs::path& p) {
   std::error_code ec;
-  return fs::is_regular_file(p, ec);
+  return fs::is_regular_file(p, ec) || fs::is_directory(p, ec);
 }
 }  // namespace
 
@@ -46,9 +47,9 @@ std::string find_data_file(const std::string& name) {
   for (const auto& dir : data_search_dirs()) {
     const fs::path p = fs::path(dir) / name;
     if (is_file(p)) return p.string();
-    looked << "\n  " << p.string();
+    looked << (looked.tellp() > 0 ? ", " : "") << p.string();
   }
-  fail("data file '", name, "' not found; looked at (set MOESAE_DATA to the data directory):", looked.str());
+  fail("data file '", name, "' not found (looked at ", looked.str(), "; set MOESAE_DATA to the data directory)");
 }
 
 std::string resolve_data_path(const std::string& given) {

@@ -52,16 +52,16 @@ std::vector<std::string> split_documents(const std::string& text) {
 }
 
 std::vector<std::string> pubmedqa_documents(const std::string& json_text, const std::string& what) {
-  nlohmann::json j;
+  nlohmann::ordered_json j;
   try {
-    j = nlohmann::json::parse(json_text);
+    j = nlohmann::ordered_json::parse(json_text);
   } catch (const std::exception& e) {
     fail(what, ": not valid JSON (", e.what(), ")");
   }
   if (!j.is_object()) fail(what, ": a PubMedQA file is a JSON object of items (id -> {CONTEXTS, LONG_ANSWER, ...})");
   std::vector<std::string> docs;
   for (auto it = j.begin(); it != j.end(); ++it) {
-    const nlohmann::json& item = it.value();
+    const nlohmann::ordered_json& item = it.value();
     if (!item.is_object() || !item.contains("CONTEXTS") || !item["CONTEXTS"].is_array())
       fail(what, ": item '", it.key(), "' has no CONTEXTS array");
     std::string text;
@@ -79,10 +79,14 @@ std::vector<std::string> pubmedqa_documents(const std::string& json_text, const 
   return docs;
 }
 
-std::vector<std::string> read_documents(const std::string& path, const std::string& format) {
+void check_text_format(const std::string& format) {
   if (format != "txt" && format != "pubmedqa")
     fail("text format '", format, "' is not known (txt: plain text, documents split on <|endoftext|> or blank lines; "
          "pubmedqa: PubMedQA JSON)");
+}
+
+std::vector<std::string> read_documents(const std::string& path, const std::string& format) {
+  check_text_format(format);
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) fail("text '", path, "': no such file");
   std::ifstream in(path, std::ios::binary);

@@ -18,6 +18,9 @@ std::vector<std::string> split_documents(const std::string& text);
 // newlines. `what` names the source in errors.
 std::vector<std::string> pubmedqa_documents(const std::string& json_text, const std::string& what);
 
+// Fails with one message unless `format` is a known text format ("txt", "pubmedqa").
+void check_text_format(const std::string& format);
+
 // Reads a corpus file as documents. format: "txt" (split_documents) or "pubmedqa". Fails with one message naming the
 // file when it cannot be read, is malformed, or holds no document.
 std::vector<std::string> read_documents(const std::string& path, const std::string& format = "txt");

@@ -115,6 +115,7 @@ ResolvedSpec resolve(const ExtractSpec& s, const lm::LanguageModel* model) {
 }  // namespace
 
 LmExtractResult extract_activations(const ExtractSpec& spec, const std::string& out) {
+  lm::check_text_format(spec.format);
   const std::string model_path = lm::resolve_data_path(spec.model);
   const std::unique_ptr<lm::LanguageModel> model = lm::load_language_model(model_path);
   const ResolvedSpec files = resolve(spec, model.get());

@@ -114,6 +114,16 @@ expect_error export-not-a-record "'acts.h5' is not a moesae run record" "$moesae
 expect_error export-onto-a-file "cannot export to 'acts.h5': it exists and is not a directory" \
   "$moesae" export rec.h5 --format saelens --out acts.h5
 
+# Language-model inputs (the LM files are looked up on the data search path; these fail before any work).
+expect_error lm-model-missing "nowhere/model.bin" "$moesae" train run.yaml --set lm.model=nowhere/model.bin --out rec.h5
+expect_error lm-bad-format "lm.text_format 'csv' is not a text format" \
+  "$moesae" train run.yaml --set lm.model=x.bin --set lm.text_format=csv --out rec.h5
+expect_error eval-lm-missing "nowhere/model.bin" "$moesae" eval rec.h5 --lm nowhere/model.bin
+expect_error lm-loss-splice-without-sae "--mode splice needs --sae" "$moesae" lm loss --mode splice --model acts.h5
+expect_error lm-extract-format "text format 'csv' is not known" \
+  "$moesae" lm extract --model acts.h5 --format csv --text run.yaml --layer 0 --ctx 8 --out lm.h5
+expect_error lm-not-a-checkpoint "checkpoint 'text.h5'" "$moesae" lm loss --model text.h5 --tokenizer text.h5
+
 # An experiment whose middle run fails: the others still run; the exit status and one stderr line say which failed.
 cat > exp.yaml <<'YAML'
 name: e
