@@ -18,7 +18,8 @@ struct Entry {
 // Writes atomically (temp file + rename). Metadata values are strings (the format's rule).
 void write(const std::string& path, const std::vector<Entry>& entries,
            const std::map<std::string, std::string>& metadata = {});
-// Reads every tensor (F32 / I32) into host tensors; shapes of rank > 2 are flattened into [prod(leading), last].
+// Reads every tensor into host tensors: F32, F16, BF16 and F64 as f32; I32, I64, U8 and BOOL as i32. Shapes of rank
+// > 2 are flattened into [prod(leading), last].
 std::map<std::string, Entry> read(const std::string& path);
 
 }  // namespace moesae::safetensors

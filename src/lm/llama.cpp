@@ -13,6 +13,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "lm/attention.h"
 
 namespace moesae::lm {
 
@@ -196,7 +197,6 @@ std::vector<float> LlamaModel::run(const int* tokens, int T, int pos0, float* kc
   for (int t = 0; t < T; ++t)
     std::memcpy(&x[static_cast<size_t>(t) * d], &w_[emb_ + static_cast<size_t>(tokens[t]) * d], d * sizeof(float));
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-  const int group = c.n_heads / c.n_kv_heads;
   const std::vector<float> rot = rope_table(S, hs);
 
   for (int l = 0; l <= last_layer; ++l) {
@@ -212,29 +212,8 @@ std::vector<float> LlamaModel::run(const int* tokens, int T, int pos0, float* kc
     linear(v_new, xb.data(), &w_[wv_ + L * kv * d], T, d, kv);
     rope(q.data(), T, pos0, d, hs, rot);
     rope(k_new, T, pos0, kv, hs, rot);
-    for (int h = 0; h < c.n_heads; ++h) {
-      const int kh = h / group;
-      // att[T, S] = scale * Q_h K_h^T
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, S, hs, scale, q.data() + h * hs, d, K + kh * hs, kv,
-                  0.f, att.data(), S);
-      for (int t = 0; t < T; ++t) {
-        float* a = att.data() + static_cast<size_t>(t) * S;
-        const int last = pos0 + t;  // causal: query at position pos0 + t sees keys 0 .. pos0 + t
-        float mx = a[0];
-        for (int s = 1; s <= last; ++s) mx = std::max(mx, a[s]);
-        float sum = 0.f;
-        for (int s = 0; s <= last; ++s) {
-          a[s] = std::exp(a[s] - mx);
-          sum += a[s];
-        }
-        const float inv = 1.f / sum;
-        for (int s = 0; s <= last; ++s) a[s] *= inv;
-        for (int s = last + 1; s < S; ++s) a[s] = 0.f;
-      }
-      // ob[:, head h] = att V_h
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, S, 1.f, att.data(), S, Vv + kh * hs, kv, 0.f,
-                  ob.data() + h * hs, d);
-    }
+    // ob[:, head h] = causal softmax(scale Q_h K_g^T) V_g, grouped-query (g = h / (n_heads / n_kv_heads))
+    causal_attention(q.data(), d, K, Vv, kv, ob.data(), d, T, pos0, c.n_heads, c.n_kv_heads, hs, scale, att.data());
     linear(xb.data(), ob.data(), &w_[wo_ + L * d * d], T, d, d);
     for (size_t i = 0; i < Td; ++i) x[i] += xb[i];
     // SwiGLU feed-forward

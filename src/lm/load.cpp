@@ -3,6 +3,8 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "lm/gpt2.h"
+#include "lm/gpt2_tokenizer.h"
 #include "lm/llama.h"
 #include "lm/llama_tokenizer.h"
 
@@ -19,12 +21,20 @@ std::string model_arch(const std::string& path) {
 std::unique_ptr<LanguageModel> load_language_model(const std::string& path) {
   const std::string arch = model_arch(path);
   if (arch == "llama") return std::make_unique<LlamaModel>(LlamaModel::load(path));
-  fail("model '", path, "': GPT-2 models are not supported by this build");
+  return std::make_unique<Gpt2Model>(Gpt2Model::load(path));
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, const LanguageModel& model) {
   if (model.shape().arch == "llama")
     return std::make_unique<LlamaTokenizer>(LlamaTokenizer::load(path, model.shape().vocab_size));
+  if (model.shape().arch == "gpt2") {
+    auto tok = std::make_unique<Gpt2Tokenizer>(Gpt2Tokenizer::load(path));
+    // Every id the tokenizer produces must be a row of the model's embedding (a model may pad its vocabulary).
+    if (tok->vocab_size() > model.shape().vocab_size)
+      fail("tokenizer '", path, "' has ", tok->vocab_size(), " tokens but model '", model.path(), "' only ",
+           model.shape().vocab_size, ": tokenizer and model do not match");
+    return tok;
+  }
   fail("tokenizer '", path, "': no tokenizer for architecture '", model.shape().arch, "'");
 }
 

@@ -12,11 +12,13 @@ namespace moesae::lm {
 // one), "llama" otherwise (a llama2.c checkpoint).
 std::string model_arch(const std::string& path);
 
-// Loads the model at `path` (see model_arch). One error naming the file when it is missing or malformed.
+// Loads the model at `path` (see model_arch): LlamaModel for "llama", Gpt2Model for "gpt2" (the file, or a directory
+// holding model.safetensors and optionally config.json). One error naming the file when it is missing or malformed.
 std::unique_ptr<LanguageModel> load_language_model(const std::string& path);
 
 // Loads the tokenizer at `path` for `model`: llama2.c tokenizer file for "llama" models (exactly the model's
-// vocabulary size is read); GPT-2 byte-level BPE (a directory holding vocab.json and merges.txt) for "gpt2".
+// vocabulary size is read); GPT-2 byte-level BPE (a directory holding vocab.json and merges.txt, or that vocab.json)
+// for "gpt2", which must not have more tokens than the model.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, const LanguageModel& model);
 
 // The tokenizer name used when none is given: "stories260K/tok512.bin" for llama2.c models, "gpt2-tokenizer" for
