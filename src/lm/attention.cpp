@@ -17,7 +17,8 @@ void causal_attention(const float* q, int ldq, const float* K, const float* V, i
     // att[T, S] = scale * Q_h K_g^T
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, S, hs, scale, q + h * hs, ldq, K + g * hs, ldkv, 0.f, att,
                 S);
-    // Causal softmax: the query at position pos0 + t sees keys 0 .. pos0 + t.
+    // Causal softmax: the query at position pos0 + t sees keys 0 .. pos0 + t. Rows are independent.
+#pragma omp parallel for schedule(static) if (T >= 16)
     for (int t = 0; t < T; ++t) {
       float* a = att + static_cast<size_t>(t) * S;
       const int last = pos0 + t;

@@ -71,6 +71,7 @@ const char* const kBlockTensors[] = {
 
 // out[T, d] = LayerNorm(x[T, d]) = (x - mean) / sqrt(var + eps) * w + b, mean and (biased) variance over each row.
 void layernorm(float* out, const float* x, const float* w, const float* b, int T, int d, float eps) {
+#pragma omp parallel for schedule(static) if (T >= 16)
   for (int t = 0; t < T; ++t) {
     const float* xr = x + static_cast<size_t>(t) * d;
     float* o = out + static_cast<size_t>(t) * d;
@@ -96,13 +97,17 @@ void conv1d(float* Y, const float* X, const float* W, const float* b, int T, int
 // GELU in place: "gelu_new" 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), or the exact 0.5 x (1 + erf(x / sqrt 2)).
 void gelu(float* h, size_t n, bool tanh_approx) {
   const float k = 0.7978845608028654f;  // sqrt(2 / pi)
+  // Elementwise (threads change nothing in the result).
+  const long long N = static_cast<long long>(n);
   if (tanh_approx) {
-    for (size_t i = 0; i < n; ++i) {
+#pragma omp parallel for schedule(static) if (N >= 16384)
+    for (long long i = 0; i < N; ++i) {
       const float x = h[i];
       h[i] = 0.5f * x * (1.f + std::tanh(k * (x + 0.044715f * x * x * x)));
     }
   } else {
-    for (size_t i = 0; i < n; ++i) h[i] = 0.5f * h[i] * (1.f + std::erf(h[i] * 0.7071067811865476f));
+#pragma omp parallel for schedule(static) if (N >= 16384)
+    for (long long i = 0; i < N; ++i) h[i] = 0.5f * h[i] * (1.f + std::erf(h[i] * 0.7071067811865476f));
   }
 }
 

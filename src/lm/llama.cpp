@@ -97,6 +97,7 @@ namespace {
 
 // out[T, dim] = rmsnorm(x[T, dim]) * w
 void rmsnorm(float* out, const float* x, const float* w, int T, int dim) {
+#pragma omp parallel for schedule(static) if (T >= 16)
   for (int t = 0; t < T; ++t) {
     const float* xr = x + static_cast<size_t>(t) * dim;
     float* o = out + static_cast<size_t>(t) * dim;
