@@ -327,45 +327,9 @@ Gpt2Model Gpt2Model::load(const std::string& path) {
   return m;
 }
 
-struct Gpt2DecodeState final : DecodeState {
-  std::vector<float> k, v;  // [n_layer, n_ctx, d]
-};
-
-std::vector<float> Gpt2Model::forward(const std::vector<int>& tokens, const ForwardOptions& opt) const {
-  const int T = static_cast<int>(tokens.size());
-  if (T <= 0) fail("gpt2 forward: empty context");
-  if (T > cfg_.n_ctx) fail("gpt2 forward: context of ", T, " tokens exceeds the model's seq_len ", cfg_.n_ctx);
-  std::vector<float> kc(static_cast<size_t>(T) * cfg_.n_embd), vc(kc.size());
-  return run(tokens.data(), T, 0, kc.data(), vc.data(), 0, opt);
-}
-
-std::unique_ptr<DecodeState> Gpt2Model::start() const {
-  auto st = std::make_unique<Gpt2DecodeState>();
-  const size_t n = static_cast<size_t>(cfg_.n_layer) * cfg_.n_ctx * cfg_.n_embd;
-  st->k.assign(n, 0.f);
-  st->v.assign(n, 0.f);
-  return st;
-}
-
-std::vector<float> Gpt2Model::step(DecodeState& state, int token) const {
-  auto* st = dynamic_cast<Gpt2DecodeState*>(&state);
-  if (!st) fail("gpt2 step: the decode state was not made by this model's start()");
-  const int pos = static_cast<int>(st->tokens.size());
-  if (pos >= cfg_.n_ctx) fail("gpt2 step: position ", pos, " is past the model's seq_len ", cfg_.n_ctx);
-  ForwardOptions opt;
-  opt.logits = ForwardOptions::Logits::Last;
-  std::vector<float> logits =
-      run(&token, 1, pos, st->k.data(), st->v.data(), static_cast<size_t>(cfg_.n_ctx) * cfg_.n_embd, opt);
-  st->tokens.push_back(token);
-  return logits;
-}
-
 std::vector<float> Gpt2Model::run(const int* tokens, int T, int pos0, float* kc, float* vc, size_t layer_stride,
                                   const ForwardOptions& opt) const {
   const Gpt2Config& c = cfg_;
-  for (int t = 0; t < T; ++t)
-    if (tokens[t] < 0 || tokens[t] >= c.vocab_size)
-      fail("gpt2 forward: token id ", tokens[t], " out of range [0, ", c.vocab_size, ")");
   const int last_layer = last_block_to_run(opt.hooks, opt.logits, c.n_layer, "gpt2");
   if (last_layer < 0) return {};
 

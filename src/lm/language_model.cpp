@@ -52,4 +52,55 @@ void apply_hooks(const std::vector<ResidHook>& hooks, int layer, float* x, int T
   }
 }
 
+namespace {
+
+// The key/value cache of an incremental decode: [n_layers, seq_len, kv_width] keys and values.
+struct KvCacheState final : DecodeState {
+  const LanguageModel* owner = nullptr;  // the model whose start() made it (the cache's sizes are its own)
+  std::vector<float> k, v;
+};
+
+void check_tokens(const LanguageModel& m, const int* tokens, int T) {
+  for (int t = 0; t < T; ++t)
+    if (tokens[t] < 0 || tokens[t] >= m.shape().vocab_size)
+      fail(m.shape().arch, " forward: token id ", tokens[t], " out of range [0, ", m.shape().vocab_size,
+           ") of model '", m.path(), "'");
+}
+
+}  // namespace
+
+std::vector<float> LanguageModel::forward(const std::vector<int>& tokens, const ForwardOptions& opt) const {
+  const LmShape& s = shape();
+  const int T = static_cast<int>(tokens.size());
+  if (T <= 0) fail(s.arch, " forward: empty context");
+  if (T > s.seq_len) fail(s.arch, " forward: context of ", T, " tokens exceeds the model's seq_len ", s.seq_len);
+  check_tokens(*this, tokens.data(), T);
+  std::vector<float> kc(static_cast<size_t>(T) * kv_width()), vc(kc.size());
+  return run(tokens.data(), T, 0, kc.data(), vc.data(), 0, opt);
+}
+
+std::unique_ptr<DecodeState> LanguageModel::start() const {
+  auto st = std::make_unique<KvCacheState>();
+  st->owner = this;
+  const size_t n = static_cast<size_t>(shape().n_layers) * shape().seq_len * kv_width();
+  st->k.assign(n, 0.f);
+  st->v.assign(n, 0.f);
+  return st;
+}
+
+std::vector<float> LanguageModel::step(DecodeState& state, int token) const {
+  const LmShape& s = shape();
+  auto* st = dynamic_cast<KvCacheState*>(&state);
+  if (!st || st->owner != this) fail(s.arch, " step: the decode state was not made by this model's start()");
+  const int pos = static_cast<int>(st->tokens.size());
+  if (pos >= s.seq_len) fail(s.arch, " step: position ", pos, " is past the model's seq_len ", s.seq_len);
+  check_tokens(*this, &token, 1);
+  ForwardOptions opt;
+  opt.logits = ForwardOptions::Logits::Last;
+  std::vector<float> logits =
+      run(&token, 1, pos, st->k.data(), st->v.data(), static_cast<size_t>(s.seq_len) * kv_width(), opt);
+  st->tokens.push_back(token);
+  return logits;
+}
+
 }  // namespace moesae::lm

@@ -49,6 +49,7 @@ struct DecodeState {
   std::vector<int> tokens;
 };
 
+// A model implements shape(), path(), kv_width() and run(); forward, start and step are built on run().
 class LanguageModel {
  public:
   virtual ~LanguageModel() = default;
@@ -58,12 +59,21 @@ class LanguageModel {
 
   // Causal forward over one context tokens[0..T) (positions 0..T-1, 1 <= T <= seq_len). Returns logits row-major:
   // [T, vocab] (Logits::All), [1, vocab] (Logits::Last) or empty (Logits::None).
-  virtual std::vector<float> forward(const std::vector<int>& tokens, const ForwardOptions& opt = {}) const = 0;
+  std::vector<float> forward(const std::vector<int>& tokens, const ForwardOptions& opt = {}) const;
 
   // Incremental decoding with a key/value cache: start(), then step(state, token) appends `token` at the next
   // position and returns that position's logits [vocab]. Equal (to float rounding) to the last row of forward().
-  virtual std::unique_ptr<DecodeState> start() const = 0;
-  virtual std::vector<float> step(DecodeState& state, int token) const = 0;
+  std::unique_ptr<DecodeState> start() const;
+  std::vector<float> step(DecodeState& state, int token) const;
+
+ protected:
+  // Floats per position per block in the key (and the value) cache.
+  virtual int kv_width() const = 0;
+  // The blocks over tokens[0..T) at positions pos0 .. pos0 + T - 1 (token ids already checked). Keys and values of
+  // block l at position p live at kc/vc + l * layer_stride + p * kv_width() (layer_stride 0: one buffer reused by
+  // every block; positions < pos0 must already be there). Returns logits as forward() does.
+  virtual std::vector<float> run(const int* tokens, int T, int pos0, float* kc, float* vc, size_t layer_stride,
+                                 const ForwardOptions& opt) const = 0;
 };
 
 }  // namespace moesae::lm

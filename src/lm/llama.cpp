@@ -148,45 +148,9 @@ void rope(float* v, int T, int pos0, int width, int head_size, const std::vector
 
 }  // namespace
 
-struct LlamaDecodeState final : DecodeState {
-  std::vector<float> k, v;  // [n_layers, seq_len, kv_dim]
-};
-
-std::vector<float> LlamaModel::forward(const std::vector<int>& tokens, const ForwardOptions& opt) const {
-  const int T = static_cast<int>(tokens.size());
-  if (T <= 0) fail("llama forward: empty context");
-  if (T > cfg_.seq_len) fail("llama forward: context of ", T, " tokens exceeds the model's seq_len ", cfg_.seq_len);
-  std::vector<float> kc(static_cast<size_t>(T) * cfg_.kv_dim()), vc(kc.size());
-  return run(tokens.data(), T, 0, kc.data(), vc.data(), 0, opt);
-}
-
-std::unique_ptr<DecodeState> LlamaModel::start() const {
-  auto st = std::make_unique<LlamaDecodeState>();
-  const size_t n = static_cast<size_t>(cfg_.n_layers) * cfg_.seq_len * cfg_.kv_dim();
-  st->k.assign(n, 0.f);
-  st->v.assign(n, 0.f);
-  return st;
-}
-
-std::vector<float> LlamaModel::step(DecodeState& state, int token) const {
-  auto* st = dynamic_cast<LlamaDecodeState*>(&state);
-  if (!st) fail("llama step: the decode state was not made by this model's start()");
-  const int pos = static_cast<int>(st->tokens.size());
-  if (pos >= cfg_.seq_len) fail("llama step: position ", pos, " is past the model's seq_len ", cfg_.seq_len);
-  ForwardOptions opt;
-  opt.logits = ForwardOptions::Logits::Last;
-  std::vector<float> logits = run(&token, 1, pos, st->k.data(), st->v.data(),
-                                  static_cast<size_t>(cfg_.seq_len) * cfg_.kv_dim(), opt);
-  st->tokens.push_back(token);
-  return logits;
-}
-
 std::vector<float> LlamaModel::run(const int* tokens, int T, int pos0, float* kc, float* vc, size_t layer_stride,
                                    const ForwardOptions& opt) const {
   const LlamaConfig& c = cfg_;
-  for (int t = 0; t < T; ++t)
-    if (tokens[t] < 0 || tokens[t] >= c.vocab_size)
-      fail("llama forward: token id ", tokens[t], " out of range [0, ", c.vocab_size, ")");
   const int last_layer = last_block_to_run(opt.hooks, opt.logits, c.n_layers, "llama");
   if (last_layer < 0) return {};
 

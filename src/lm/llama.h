@@ -37,17 +37,12 @@ class LlamaModel final : public LanguageModel {
   const LmShape& shape() const override { return shape_; }
   const std::string& path() const override { return path_; }
 
-  std::vector<float> forward(const std::vector<int>& tokens, const ForwardOptions& opt = {}) const override;
-  std::unique_ptr<DecodeState> start() const override;
-  std::vector<float> step(DecodeState& state, int token) const override;
+ protected:
+  int kv_width() const override { return cfg_.kv_dim(); }
+  std::vector<float> run(const int* tokens, int T, int pos0, float* kc, float* vc, size_t layer_stride,
+                         const ForwardOptions& opt) const override;
 
  private:
-  // The blocks over tokens[0..T) at positions pos0 .. pos0 + T - 1. Keys and values of block l at position p live
-  // at kc/vc + l * layer_stride + p * kv_dim (layer_stride 0: one buffer reused by every block; positions < pos0
-  // must already be there). Returns logits as forward() does.
-  std::vector<float> run(const int* tokens, int T, int pos0, float* kc, float* vc, size_t layer_stride,
-                         const ForwardOptions& opt) const;
-
   LlamaConfig cfg_;
   LmShape shape_;
   std::string path_;
