@@ -12,6 +12,10 @@ PKGS=(
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   python3 python3-numpy python3-h5py python3-yaml
 )
+# SLURM + munge, for tests/cli/slurm_array.sh: scripts/slurm-local.sh starts a throwaway single-node cluster by hand.
+# Their install scripts try to start munge/slurmctld/slurmd as services; "policy-rc.d denied execution of start"
+# (containers), no init system, or the absent /etc/slurm/slurm.conf all just leave them stopped, which is fine.
+PKGS+=(slurm-wlm slurmctld slurmd slurm-client munge)
 if [ "${1:-}" = "--bench" ]; then PKGS+=(python3-torch); fi
 export DEBIAN_FRONTEND=noninteractive
 missing=()
