@@ -17,6 +17,8 @@ Command add_synth(CLI::App& app);
 Command add_eval(CLI::App& app);
 Command add_export(CLI::App& app);
 Command add_run(CLI::App& app);
+Command add_plan(CLI::App& app);
+Command add_collect(CLI::App& app);
 Command add_lm(CLI::App& app);
 
 }  // namespace moesae::cli
