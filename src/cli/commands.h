@@ -19,6 +19,7 @@ Command add_export(CLI::App& app);
 Command add_run(CLI::App& app);
 Command add_plan(CLI::App& app);
 Command add_collect(CLI::App& app);
+Command add_submit(CLI::App& app);
 Command add_lm(CLI::App& app);
 
 }  // namespace moesae::cli

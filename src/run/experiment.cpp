@@ -970,10 +970,7 @@ std::vector<const ExperimentRun*> select_runs(const Experiment& e, const std::ve
 
 bool experiment_interrupted() { return g_interrupted; }
 
-int run_experiment(const Experiment& e, const ExperimentOptions& opt) {
-  g_interrupted = false;
-  const std::vector<const ExperimentRun*> selected = select_runs(e, opt.only);
-  if (opt.worker) return run_sequential(e, selected, opt.rerun, false);
+bool prepare_experiment_data(const Experiment& e) {
   fs::create_directories(e.out);
   // One process prepares the data; others (a second `moesae run`, the tasks of a SLURM array) wait for it and
   // then find it ready.
@@ -1010,7 +1007,14 @@ int run_experiment(const Experiment& e, const ExperimentOptions& opt) {
                  e.extract_path);
     extract_activations(e.extract, e.extract_path);
   }
-  if (data_lock.fd >= 0) unlock_file(data_lock.fd, data_lock.path), data_lock.fd = -1;
+  return data_changed;
+}
+
+int run_experiment(const Experiment& e, const ExperimentOptions& opt) {
+  g_interrupted = false;
+  const std::vector<const ExperimentRun*> selected = select_runs(e, opt.only);
+  if (opt.worker) return run_sequential(e, selected, opt.rerun, false);
+  const bool data_changed = prepare_experiment_data(e);
   const bool force = opt.rerun || data_changed;
   if (opt.jobs > 1) return run_parallel(e, selected, opt, force);
   return run_sequential(e, selected, force, true);

@@ -89,6 +89,11 @@ struct ExperimentOptions {
 // The runs an --only list selects (all when empty); fails naming an id the experiment does not have.
 std::vector<const ExperimentRun*> select_runs(const Experiment& e, const std::vector<std::string>& only);
 
+// Generates the synthetic data or extracts the activations the experiment names, unless a file with the same
+// settings is already there; one process at a time (<data>.lock), others wait. Returns whether an existing file was
+// replaced because its settings changed (its runs must then be retrained).
+bool prepare_experiment_data(const Experiment& e);
+
 // Runs the experiment; returns the number of selected runs that did not finish (failed, interrupted, or busy in
 // another process; their errors are logged, the others continue).
 int run_experiment(const Experiment& e, const ExperimentOptions& options);

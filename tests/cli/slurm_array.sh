@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real SLURM cluster (scripts/slurm-local.sh: munged, slurmctld, slurmd on localhost, under this test's temporary
-# directory) runs slurm/moesae-array.sbatch, filled by placeholder substitution as `moesae submit` does:
-#  1. a two-run grid as a job array: both tasks complete with valid records; submitting it again skips both;
+# directory) runs slurm/moesae-array.sbatch, filled by `moesae submit` (1) or by placeholder substitution (2):
+#  1. `moesae submit` of two runs as a job array: both tasks complete with valid records; the same script submitted
+#     again skips both; `moesae submit` again has nothing left to submit;
 #  2. two longer runs: once both have a checkpoint, one task is cancelled (scancel) and the other's training process
 #     is killed with SIGKILL; the array is submitted again and both runs resume from their checkpoints. Meanwhile
 #     the pre-time-limit signal (USR1 to the batch script) is sent to one task: it checkpoints and requeues itself.
@@ -112,10 +113,13 @@ train_pid() {
   return 1
 }
 
-# ---- 1. a two-run array, then the same array again --------------------------------------------------------------
-printf '%s\n' a b > runs1.txt
-fill "$tmp/runs1.txt" 0-1%2 job1.sbatch
-j1="$(sbatch --parsable job1.sbatch)" || fail "sbatch job1"
+# ---- 1. `moesae submit`: a two-run array, then the same array again ----------------------------------------------
+"$moesae" --log-level warn submit exp.yaml --only a --only b --max-running 2 --cpus 1 --time 10 --job-name mtest \
+  --log-dir "$tmp/logs" > submit1.out || { cat submit1.out; fail "moesae submit"; }
+j1="$(sed -n 's/^submitted job \([0-9][0-9]*\): 2 runs of exp.yaml .*/\1/p' submit1.out)"
+[ -n "$j1" ] || { cat submit1.out; fail "moesae submit printed no job id"; }
+[ "$(cat "$out/slurm/tiny-runs.txt")" = "$(printf 'a\nb')" ] || fail "the runs file lists the wrong runs"
+if grep -nE '@[A-Z_]+@' "$out/slurm/tiny.sbatch"; then fail "placeholders left in the submitted script"; fi
 wait_gone "$j1" 60
 all_done="$(printf '0 COMPLETED 0:0\n1 COMPLETED 0:0')"
 [ "$(states "$j1")" = "$all_done" ] || { states "$j1"; fail "array 1 did not complete"; }
@@ -124,14 +128,16 @@ valid_record b 50
 grep -q "wrote out/tiny/a.h5" "logs/mtest-${j1}_0.out" || fail "no 'wrote' line in the log of task 0"
 grep -q "run 'b' finished" "logs/mtest-${j1}_1.out" || fail "no 'finished' line in the log of task 1"
 sums="$(md5sum "$out/a.h5" "$out/b.h5")"
-j1b="$(sbatch --parsable job1.sbatch)"
+j1b="$(sbatch --parsable "$out/slurm/tiny.sbatch")"   # the same script again
 wait_gone "$j1b" 60
 [ "$(states "$j1b")" = "$all_done" ] || { states "$j1b"; fail "array 1 again"; }
 for i in 0 1; do
   grep -q 'finished earlier' "logs/mtest-${j1b}_$i.out" || fail "task $i of the resubmission trained"
 done
 [ "$(md5sum "$out/a.h5" "$out/b.h5")" = "$sums" ] || fail "the resubmission changed a record"
-echo "array of 2 runs + resubmission OK after $((SECONDS - t_start)) s"
+"$moesae" --log-level warn submit exp.yaml --only a --only b > submit2.out || fail "moesae submit (nothing left)"
+grep -q '^nothing to submit' submit2.out || { cat submit2.out; fail "moesae submit must find a and b finished"; }
+echo "moesae submit: array of 2 runs + resubmission OK after $((SECONDS - t_start)) s"
 
 # ---- 2. scancel one task, kill -9 the other's training process ---------------------------------------------------
 printf '%s\n' long1 long2 > runs2.txt
