@@ -10,7 +10,7 @@ PKGS=(
   libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
-  python3 python3-numpy python3-h5py python3-yaml
+  python3 python3-numpy python3-h5py python3-yaml python3-matplotlib
 )
 # SLURM + munge, for tests/cli/slurm_array.sh: scripts/slurm-local.sh starts a throwaway single-node cluster by hand.
 # Their install scripts try to start munge/slurmctld/slurmd as services; "policy-rc.d denied execution of start"
