@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "data/synthetic.h"
 #include "eval/loss_recovered.h"
+#include "eval/specialization.h"
 #include "run/config.h"
 #include "run/train_run.h"
 
@@ -56,7 +57,9 @@ Command add_eval(CLI::App& app) {
             EvalReader reader(file, split.eval);
             std::unique_ptr<Tensor> truth;
             if (has_ground_truth(dc.path)) truth = std::make_unique<Tensor>(read_ground_truth(dc.path));
-            EvalResult r = evaluate_sae(*sae, reader, cfg.eval, cfg.train.batch_size, truth.get());
+            const std::unique_ptr<lm::Tokenizer> tok = load_eval_tokenizer(cfg.lm);
+            EvalResult r =
+                evaluate_sae(*sae, reader, cfg.eval, cfg.train.batch_size, truth.get(), {file.get(), tok.get()});
             if (cfg.lm.enabled())
               for (const auto& [k, v] : evaluate_lm_for_run(*sae, cfg.lm, *file)) r.scalars[k] = v;
             if (a->json) {

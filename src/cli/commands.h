@@ -21,5 +21,6 @@ Command add_plan(CLI::App& app);
 Command add_collect(CLI::App& app);
 Command add_submit(CLI::App& app);
 Command add_lm(CLI::App& app);
+Command add_maxact(CLI::App& app);
 
 }  // namespace moesae::cli

@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
   const std::vector<cli::Command> commands{
       cli::add_train(app), cli::add_run(app),    cli::add_plan(app),   cli::add_collect(app), cli::add_submit(app),
-      cli::add_synth(app), cli::add_eval(app),   cli::add_export(app), cli::add_info(app),    cli::add_lm(app)};
+      cli::add_synth(app), cli::add_eval(app),   cli::add_export(app), cli::add_info(app),    cli::add_lm(app),     cli::add_maxact(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -10,6 +10,8 @@ struct EvalConfig {
   double recovered_threshold = 0.9;   // a true feature is recovered if its best learned cosine is > this
   int64_t max_tokens = 0;             // held-out tokens per evaluation (0: the whole held-out split)
   int64_t batch_size = 0;             // tokens per evaluation batch (0: train.batch_size)
+  int64_t inter_expert_seed = 0;      // seed of the random latent groups of inter_expert_redundancy (§3.3.1)
+  int64_t overlap_tokens = 20000;     // evaluated tokens whose pairwise overlaps k_ij are histogrammed (0: all)
 };
 
 // Language-model evaluation (the `lm:` section of a run config): the SAE spliced into the LM it was trained on, for

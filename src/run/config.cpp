@@ -331,6 +331,25 @@ const std::vector<Field<EvalConfig>>& eval_fields() {
       real_field("recovered_threshold", &EvalConfig::recovered_threshold, kCosine),
       int_field("max_tokens", &EvalConfig::max_tokens, kNonNegative),
       int_field("batch_size", &EvalConfig::batch_size, kNonNegative),
+      // The keys below are written only when they differ from their defaults, so that adding them left the resolved
+      // YAML (and the config hash) of every existing run unchanged.
+      [] {
+        auto f = int_field("inter_expert_seed", &EvalConfig::inter_expert_seed, kNonNegative);
+        f.write = [](const EvalConfig& c) {
+          return c.inter_expert_seed == EvalConfig{}.inter_expert_seed
+                     ? std::nullopt
+                     : std::optional<Written>({std::to_string(c.inter_expert_seed)});
+        };
+        return f;
+      }(),
+      [] {
+        auto f = int_field("overlap_tokens", &EvalConfig::overlap_tokens, kNonNegative);
+        f.write = [](const EvalConfig& c) {
+          return c.overlap_tokens == EvalConfig{}.overlap_tokens ? std::nullopt
+                                                                 : std::optional<Written>({std::to_string(c.overlap_tokens)});
+        };
+        return f;
+      }(),
   };
   return f;
 }

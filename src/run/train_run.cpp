@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "data/synthetic.h"
 #include "eval/loss_recovered.h"
+#include "eval/specialization.h"
 #include "run/record.h"
 #include "run/stream_source.h"
 #include "train/trainer.h"
@@ -126,7 +127,10 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   if (!outcome.finished) return result;
 
   EvalReader reader = stream.eval_reader();
-  result.final = evaluate_sae(*sae, reader, config.eval, config.train.batch_size, truth.get());
+  // With an LM (lm.model) and token ids on file: the past-tense-verb specialization metrics too.
+  const std::unique_ptr<lm::Tokenizer> tok = load_eval_tokenizer(config.lm);
+  result.final =
+      evaluate_sae(*sae, reader, config.eval, config.train.batch_size, truth.get(), {&stream.file(), tok.get()});
   if (config.lm.enabled())
     for (const auto& [k, v] : evaluate_lm_for_run(*sae, config.lm, stream.file())) result.final.scalars[k] = v;
   result.final.scalars["train_seconds"] = outcome.seconds;
