@@ -40,16 +40,6 @@ void write_raw(const std::string& path, const T* data, size_t n) {
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(data), std::streamsize(n * sizeof(T)));
 }
 
-template <typename Fn>
-double best_of(int reps, Fn&& fn) {
-  double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    Timer t;
-    fn();
-    best = std::min(best, t.seconds());
-  }
-  return best;
-}
 
 // Random decoder rows with planted near-duplicates: pairs inside experts and across them.
 Tensor decoder_with_duplicates(int64_t f, int64_t d, int64_t n, int64_t pairs, uint64_t seed) {
@@ -124,10 +114,10 @@ int main(int argc, char** argv) {
     const int64_t n = latents / experts;
     const Tensor w = decoder_with_duplicates(latents, d, n, pairs, 1);
     std::vector<float> best;
-    const double t_global = best_of(reps, [&] { best = max_cosine_per_latent(w); });
+    const double t_global = bench::best_of(reps, [&] { best = max_cosine_per_latent(w); });
     const Redundancy red = summarize_redundancy(best, 0.9);
     ExpertSimilarity es;
-    const double t_experts = best_of(reps, [&] { es = expert_similarity(w, n, 0.9, 0); });
+    const double t_experts = bench::best_of(reps, [&] { es = expert_similarity(w, n, 0.9, 0); });
     // Exact work of the global pass: the upper-triangle blocks of the F x F product.
     const double flops = double(latents) * double(latents + 2048) * double(d);
     std::printf("\n1. decoder redundancy, F=%lld d=%lld E=%lld (n=%lld), %lld planted pairs\n", (long long)latents,
@@ -176,9 +166,9 @@ int main(int argc, char** argv) {
     const std::vector<int64_t> counts = all.fire_counts();
     const int64_t max_count = *std::max_element(counts.begin(), counts.end());
     double eq = 0;
-    const double t_eq = best_of(reps, [&] { eq = activation_similarity_from_counts(all.fire_counts(), tokens, double(k)); });
+    const double t_eq = bench::best_of(reps, [&] { eq = activation_similarity_from_counts(all.fire_counts(), tokens, double(k)); });
     OverlapDistribution od;
-    const double t_hist = best_of(reps, [&] { od = overlap_distribution(head, double(k)); });
+    const double t_hist = bench::best_of(reps, [&] { od = overlap_distribution(head, double(k)); });
     std::printf("\n2. activation similarity, N=%lld tokens, k=%lld of F=%lld, power law alpha %.2f (most frequent "
                 "latent on %.1f%% of tokens)\n",
                 (long long)tokens, (long long)k, (long long)latents, alpha, 100.0 * double(max_count) / double(tokens));
@@ -224,11 +214,11 @@ int main(int argc, char** argv) {
     std::unique_ptr<lm::Tokenizer> tok;
     if (cfg.lm.enabled()) tok = load_eval_tokenizer(cfg.lm);
     EvalResult r0, r1;
-    const double t_rec = best_of(reps, [&] {
+    const double t_rec = bench::best_of(reps, [&] {
       EvalReader reader = stream.eval_reader();
       r0 = evaluate_reconstruction(*sae, reader, cfg.train.batch_size, cfg.eval.max_tokens);
     });
-    const double t_all = best_of(reps, [&] {
+    const double t_all = bench::best_of(reps, [&] {
       EvalReader reader = stream.eval_reader();
       r1 = evaluate_sae(*sae, reader, cfg.eval, cfg.train.batch_size, nullptr, EvalTokens{&stream.file(), tok.get()});
     });

@@ -79,19 +79,6 @@ double gpt2_flops(int d, int layers, int vocab, int T, int logit_rows, int block
   return blocks_run * (proj + attn) + 2.0 * d * double(vocab) * logit_rows;
 }
 
-// Best seconds of `reps` runs of fn (after one untimed run).
-template <typename Fn>
-double best_of(int reps, Fn&& fn) {
-  fn();
-  double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    Timer t;
-    fn();
-    best = std::min(best, t.seconds());
-  }
-  return best;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -129,10 +116,10 @@ int main(int argc, char** argv) {
     o.max_tokens = stories_tokens;
     o.progress_every = 0;
     LmExtractResult r;
-    const double s_ext = best_of(reps, [&] { r = lm_extract(m, tok, docs, o); });
+    const double s_ext = bench::best_of(reps, [&] { r = lm_extract(m, tok, docs, o); });
     std::remove(o.out.c_str());
     lm::LossResult ce;
-    const double s_ce = best_of(reps, [&] { ce = lm::cross_entropy(m, tok, docs, ctx, stories_tokens); });
+    const double s_ce = bench::best_of(reps, [&] { ce = lm::cross_entropy(m, tok, docs, ctx, stories_tokens); });
     std::printf("stories260K extract (layer 2 of 5, ctx %d, to HDF5): %.0f tokens/s (%lld tokens)\n", ctx,
                 r.positions / s_ext, r.positions);
     std::printf("stories260K forward + CE (all 5 blocks + logits):     %.0f tokens/s (CE %.4f)\n",
@@ -151,7 +138,7 @@ int main(int argc, char** argv) {
   for (auto& c : batch)
     for (int& t : c) t = static_cast<int>(rng.next_u64() % vocab);
   std::vector<float> first_logits;
-  const double s_fwd = best_of(reps, [&] {
+  const double s_fwd = bench::best_of(reps, [&] {
     for (int c = 0; c < contexts; ++c) {
       std::vector<float> l = g.forward(batch[c]);
       if (c == 0) first_logits = std::move(l);
@@ -161,7 +148,7 @@ int main(int argc, char** argv) {
   std::vector<float> cap;
   ext.hooks.push_back(lm::ResidHook::capture(extract_layer, &cap));
   ext.logits = lm::ForwardOptions::Logits::None;
-  const double s_ext = best_of(reps, [&] {
+  const double s_ext = bench::best_of(reps, [&] {
     for (int c = 0; c < contexts; ++c) g.forward(batch[c], ext);
   });
   const double tokens = double(contexts) * ctx;

@@ -25,6 +25,19 @@ inline double sgemm_peak_gflops(int size, int reps) {
   return 2.0 * size * double(size) * size / best / 1e9;
 }
 
+// Best seconds of `reps` timed runs of fn, after `warmup` untimed ones.
+template <typename Fn>
+double best_of(int reps, Fn&& fn, int warmup = 1) {
+  for (int w = 0; w < warmup; ++w) fn();
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    Timer t;
+    fn();
+    best = std::min(best, t.seconds());
+  }
+  return best;
+}
+
 struct PeerOutput {
   int rc = -1;         // exit status of the command (-1: could not start it)
   std::string stdout_text;

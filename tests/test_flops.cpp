@@ -5,19 +5,15 @@
 #include "backend/backend.h"
 #include "run/flops.h"
 #include "sae/sae.h"
+#include "sae_test_util.h"
 
 using namespace moesae;
 
 namespace {
 
+// The shared small shape, without Feature Scaling unless a test sets it.
 ModelConfig model(Arch arch, int d, int F, int E, int e, int k) {
-  ModelConfig m;
-  m.arch = arch;
-  m.d = d;
-  m.dict_size = F;
-  m.experts = E;
-  m.active_experts = e;
-  m.k = k;
+  ModelConfig m = moesae::testing::small_config(arch, d, F, E, e, k);
   m.feature_scaling = FeatureScaling::None;
   return m;
 }

@@ -45,16 +45,10 @@ Command add_eval(CLI::App& app) {
               cfg = parse_run_config_text(to_yaml(cfg), overrides, a->record + " /config");
             if (a->no_lm) cfg.lm.model.clear();
             check_lm_eval_files(cfg.lm);
-            DataConfig dc = cfg.data;
-            if (!a->data.empty()) dc.path = a->data;
-            if (a->split == "all") {
-              dc.eval_tokens = 0;
-              dc.eval_fraction = 1.0;
-            }
-            auto file = std::make_shared<const ActivationFile>(dc.path, dc.dataset);
-            file->expect_d(cfg.model.d, "the SAE");
-            DataSplit split = a->split == "all" ? DataSplit{{0, 0}, {0, file->tokens()}} : split_rows(dc, file->tokens(), dc.path);
-            EvalReader reader(file, split.eval);
+            const EvalData data = open_eval_data(cfg, a->data, a->split == "all");
+            const DataConfig& dc = data.config;
+            const auto& file = data.file;
+            EvalReader reader(file, data.rows);
             std::unique_ptr<Tensor> truth;
             if (has_ground_truth(dc.path)) truth = std::make_unique<Tensor>(read_ground_truth(dc.path));
             const std::unique_ptr<lm::Tokenizer> tok = load_eval_tokenizer(cfg.lm);

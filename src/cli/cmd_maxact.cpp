@@ -84,15 +84,10 @@ Command add_maxact(CLI::App& app) {
             auto sae = load_sae_from_record(a->record, *be, &cfg);
             const ModelConfig& mc = sae->config();
             MaxActCollector collector(mc.dict_size, a->top, parse_latent_list(a->latents));
-            DataConfig dc = cfg.data;
-            if (!a->data.empty()) dc.path = a->data;
-            if (dc.path.empty()) fail("the run names no activation file: give one with --data");
-            if (!std::filesystem::exists(dc.path)) fail("activation file '", dc.path, "' does not exist");
-            auto file = std::make_shared<const ActivationFile>(dc.path, dc.dataset);
-            file->expect_d(mc.d, "the SAE");
-            const RowRange rows =
-                a->split == "all" ? RowRange{0, file->tokens()} : split_rows(dc, file->tokens(), dc.path).eval;
-            if (rows.size() == 0) fail("the ", a->split, " split of '", dc.path, "' has no rows");
+            const EvalData data = open_eval_data(cfg, a->data, a->split == "all");
+            const DataConfig& dc = data.config;
+            const auto& file = data.file;
+            const RowRange rows = data.rows;
             // The tokenizer, only when there are token ids to decode.
             std::unique_ptr<lm::Tokenizer> tok;
             LmEvalConfig lmc = cfg.lm;

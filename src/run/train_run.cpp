@@ -152,6 +152,20 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   return result;
 }
 
+EvalData open_eval_data(const RunConfig& run, const std::string& data_override, bool all_rows) {
+  EvalData e;
+  e.config = run.data;
+  if (!data_override.empty()) e.config.path = data_override;
+  if (e.config.path.empty()) fail("the run names no activation file: give one with --data");
+  if (!std::filesystem::exists(e.config.path)) fail("activation file '", e.config.path, "' does not exist");
+  e.file = std::make_shared<const ActivationFile>(e.config.path, e.config.dataset);
+  e.file->expect_d(run.model.d, "the SAE");
+  e.rows = all_rows ? RowRange{0, e.file->tokens()} : split_rows(e.config, e.file->tokens(), e.config.path).eval;
+  if (e.rows.size() == 0)
+    fail("the ", all_rows ? "whole file" : "held-out split", " of '", e.config.path, "' has no rows");
+  return e;
+}
+
 std::unique_ptr<Sae> load_sae_from_record(const std::string& record_path, Backend& be, RunConfig* config_out) {
   RunRecord rec = RunRecord::load(record_path, true);
   RunConfig cfg = parse_run_config_text(rec.config_yaml, {}, record_path + " /config");

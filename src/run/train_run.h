@@ -3,9 +3,11 @@
 //   `<out>.ckpt.h5`, resumed automatically when present and written with the same config) -> held-out
 //   evaluation -> record `<out>` (atomic). The checkpoint is removed once the record is written.
 #pragma once
+#include <memory>
 #include <string>
 
 #include "data/activation_file.h"
+#include "data/activation_stream.h"
 #include "eval/evaluate.h"
 #include "run/config.h"
 
@@ -31,6 +33,15 @@ TrainRunResult train_run(const RunConfig& config, const TrainRunOptions& options
 // The `lm:` evaluation (Loss Recovered, ...) of a trained SAE, with the layer, text and documents recorded in the
 // attributes of its training activation file.
 std::map<std::string, double> evaluate_lm_for_run(Sae& sae, const LmEvalConfig& lm, const ActivationFile& acts);
+
+// The activation file a finished run is evaluated on: the run's data.path (or `data_override`), checked to exist and
+// to have the SAE's d, and its held-out split (the tail defined by the run's data settings) or every row.
+struct EvalData {
+  DataConfig config;
+  std::shared_ptr<const ActivationFile> file;
+  RowRange rows;
+};
+EvalData open_eval_data(const RunConfig& run, const std::string& data_override, bool all_rows);
 
 // Builds the model described by a record and loads its weights (for eval and export).
 std::unique_ptr<Sae> load_sae_from_record(const std::string& record_path, Backend& be, RunConfig* config_out);
