@@ -68,6 +68,21 @@ def _improvement(new, old):
     return 100.0 * (new / old - 1.0) if old != 0 else math.nan
 
 
+def _with(pairs, metric):
+    """The run pairs where both runs have `metric`."""
+    return [(a, b) for a, b in pairs if a.has(metric) and b.has(metric)]
+
+
+def _mean_change(pairs, metric, change):
+    """Mean over (new, old) run pairs of change(new, old) (_reduction or _improvement) of `metric`."""
+    return float(np.mean([change(new.metric(metric), old.metric(metric)) for new, old in pairs]))
+
+
+def _informative(pairs, metric):
+    """The run pairs whose `metric` is not 0 in both runs (see _both_zero)."""
+    return [(a, b) for a, b in pairs if not _both_zero(a.metric(metric), b.metric(metric))]
+
+
 def _magnitude(measured, paper):
     if not math.isfinite(measured):
         return NA
@@ -265,12 +280,17 @@ def c_redundancy_vs_switch(runs):
 
 def _e_pairs(runs, fs_on, metric):
     """(e=1 run, e>=2 run) pairs from e-sweeps where both have `metric`."""
+    return _e_pairs_where(runs, fs_on, lambda r: r.has(metric))
+
+
+def _e_pairs_where(runs, fs_on, usable):
+    """(e=1 run, e>=2 run) pairs from e-sweeps where both runs are usable(run)."""
     pairs = []
     for g in R.e_sweeps(runs, fs_on=fs_on):
         one = g.get(1)
-        if one is None or not one.has(metric):
+        if one is None or not usable(one):
             continue
-        pairs += [(one, r) for e, r in g.items() if e >= 2 and r.has(metric)]
+        pairs += [(one, r) for e, r in g.items() if e >= 2 and usable(r)]
     return pairs
 
 
@@ -289,7 +309,7 @@ def c_multi_expert(runs):
         return not_measurable(_e_sweep_missing(runs, True, "mse", "with Feature Scaling"))
     wins = [(one, r) for one, r in pairs if r.metric("mse") < one.metric("mse")]
     lost = sorted({(r.active, r.k) for one, r in pairs if r.metric("mse") >= one.metric("mse")})
-    red = float(np.mean([_reduction(r.metric("mse"), one.metric("mse")) for one, r in pairs]))
+    red = _mean_change([(r, one) for one, r in pairs], "mse", _reduction)
     text = f"e >= 2 lower MSE than e = 1 in {len(wins)} of {len(pairs)} (e, L0) points, mean MSE reduction {_pct(red)}"
     if lost:
         text += " (not at " + ", ".join(f"e={e} k={k}" for e, k in lost) + ")"
@@ -300,7 +320,7 @@ def c_multi_expert(runs):
 # ---- Fig. 5: Feature Scaling -----------------------------------------------------------------------------------------
 
 def _fs_pairs_with(runs, metric):
-    return [(on, off) for on, off in R.fs_pairs(runs) if on.has(metric) and off.has(metric)]
+    return _with(R.fs_pairs(runs), metric)
 
 
 def _fs_missing(runs, metric, where=""):
@@ -317,7 +337,7 @@ def c_fs_overall(runs):
     if not pairs:
         return not_measurable(_fs_missing(runs, "mse"))
     wins = sum(on.metric("mse") < off.metric("mse") for on, off in pairs)
-    red = float(np.mean([_reduction(on.metric("mse"), off.metric("mse")) for on, off in pairs]))
+    red = _mean_change(pairs, "mse", _reduction)
     text = f"FS lowers MSE in {wins} of {len(pairs)} pairs (mean reduction {_pct(red)})"
     verdicts = [_share(wins, len(pairs), "most")]
     numbers = {"mse_wins": wins, "mse_pairs": len(pairs), "mean_mse_reduction_pct": red}
@@ -339,14 +359,13 @@ def c_fs_e16(runs):
         present = sorted({on.active for on, _ in R.fs_pairs(runs)})
         return not_measurable(_fs_missing(runs, "mse", f"no Feature Scaling on/off pair at e = {e}"
                                           + (f" (pairs at e = {_ks(present)})" if present else "")))
-    red = float(np.mean([_reduction(on.metric("mse"), off.metric("mse")) for on, off in pairs]))
+    red = _mean_change(pairs, "mse", _reduction)
     verdicts = [_magnitude(red, 10.9)]
     text = f"MSE reduction {_pct(red)} (mean over k = {_ks(on.k for on, _ in pairs)})"
     numbers = {"mse_reduction_pct": red}
-    lr = [(on, off) for on, off in pairs if on.has("loss_recovered") and off.has("loss_recovered")]
+    lr = _with(pairs, "loss_recovered")
     if lr:
-        imp = float(np.mean([_improvement(on.metric("loss_recovered"), off.metric("loss_recovered"))
-                             for on, off in lr]))
+        imp = _mean_change(lr, "loss_recovered", _improvement)
         verdicts.append(_magnitude(imp, 1.75))
         text += f"; Loss Recovered improvement {_pct(imp)}"
         numbers["lr_improvement_pct"] = imp
@@ -364,7 +383,7 @@ def c_fs_l0_2(runs):
             return not_measurable(f"metric 'loss_recovered' is missing from the {len(at_k)} Feature Scaling pairs at "
                                   f"L0 = {k} (it needs an lm: section in the runs)")
         return not_measurable(_fs_missing(runs, "loss_recovered", f"no Feature Scaling on/off pair at L0 = {k}"))
-    imp = float(np.mean([_improvement(on.metric("loss_recovered"), off.metric("loss_recovered")) for on, off in pairs]))
+    imp = _mean_change(pairs, "loss_recovered", _improvement)
     return Measurement(_magnitude(imp, 4.132),
                        f"Loss Recovered improvement {_pct(imp)} (mean over e = {_ks(on.active for on, _ in pairs)})",
                        {"lr_improvement_pct": imp})
@@ -452,11 +471,7 @@ def _cdf_area(run):
 
 
 def c_cdf(runs):
-    pairs = []
-    for g in R.e_sweeps(runs, fs_on=True):
-        one = g.get(1)
-        if one is not None and math.isfinite(_cdf_area(one)):
-            pairs += [(one, r) for e, r in g.items() if e >= 2 and math.isfinite(_cdf_area(r))]
+    pairs = _e_pairs_where(runs, True, lambda r: math.isfinite(_cdf_area(r)))
     if not pairs:
         return not_measurable(_e_sweep_missing(runs, True, "specialization_cdf", "with Feature Scaling")
                               .replace("metric", "vector"))
@@ -507,7 +522,7 @@ def c_redundancy_e(runs):
     pairs = _e_pairs(runs, False, "redundancy")
     if not pairs:
         return not_measurable(_e_sweep_missing(runs, False, "redundancy", "without Feature Scaling"))
-    informative = [(one, r) for one, r in pairs if not _both_zero(one.metric("redundancy"), r.metric("redundancy"))]
+    informative = _informative(pairs, "redundancy")
     if not informative:
         return not_measurable(f"redundancy is 0 for e = 1 and e >= 2 at all {len(pairs)} points (no near-duplicate "
                               "latents at this size)")
@@ -525,7 +540,7 @@ def c_fs_redundancy(runs):
     pairs = _fs_pairs_with(runs, "redundancy")
     if not pairs:
         return not_measurable(_fs_missing(runs, "redundancy"))
-    informative = [(on, off) for on, off in pairs if not _both_zero(on.metric("redundancy"), off.metric("redundancy"))]
+    informative = _informative(pairs, "redundancy")
     if not informative:
         return not_measurable(f"redundancy is 0 with and without Feature Scaling in all {len(pairs)} pairs (no "
                               "near-duplicate latents at this size)")

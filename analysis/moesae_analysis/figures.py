@@ -80,6 +80,12 @@ def _save(fig, out_dir, name):
     return path
 
 
+def _not_drawn(res, ax, panel, title, why):
+    """Records the panel as not drawn and shows why in its place."""
+    res.skip(panel, why)
+    _unavailable(ax, title, why)
+
+
 def _unavailable(ax, title, reason):
     ax.set_title(title, fontsize=9)
     ax.text(0.5, 0.5, "not drawn:\n" + _wrap(reason, 44), ha="center", va="center", fontsize=8, color="0.35",
@@ -112,6 +118,25 @@ def _log2_x(ax, values):
     ax.set_xticks(ticks)
     ax.set_xticklabels([str(t) for t in ticks])
     ax.minorticks_off()
+
+
+def _finish(ax, title, xlabel, ylabel, log2_values, legend):
+    """The decoration every line panel ends with: log2 x axis over `log2_values`, labels, title and legend."""
+    _log2_x(ax, log2_values)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=legend)
+
+
+def _sweep_runs(sweeps):
+    """The runs of a list of sweeps ({value: run}), flattened."""
+    return [r for g in sweeps for r in g.values()]
+
+
+# What the panels' runs are, for the reasons of panels not drawn.
+E_SWEEP_FS = "Scale runs with Feature Scaling in an e-sweep"
+WITH_BASELINES = "runs of a collection with baselines (TopK/Gated/Switch)"
 
 
 def _rows(runs):
@@ -182,11 +207,40 @@ def _need_metric(runs, metric, what):
     return [], f"metric '{metric}' is in none of the {len(runs)} {what}"
 
 
-def _plot_series(ax, series, style_fn):
+def _plot_series(ax, series, style):
+    """One line per series label; style(label, all labels) gives the line's matplotlib keywords."""
     for label in sorted(series, key=_natural):
         pts = series[label]
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        ax.plot(xs, ys, label=label, **style_fn(label))
+        ax.plot(xs, ys, label=label, **style(label, series))
+
+
+def _line_panel(ax, have, label, x_fn, metric, style, title, xlabel, legend):
+    """The mean `metric` of the runs against x_fn(run) on a log2 axis, one line per label(run); returns the series."""
+    series = _series_points(have, label, x_fn, metric)
+    _plot_series(ax, series, style)
+    _finish(ax, title, xlabel, metric, [x_fn(r) for r in have], legend)
+    return series
+
+
+def _metric_rows(res, cand, panels, need, label_for, x_fn, style, xlabel, legend, w=4.2):
+    """The layout Fig. 3, 4 and 10 share: one row per variant, one line panel per (metric, title, panel name) of
+    `panels` (the variant's label is added to both), lines labelled by label_for(runs with the metric); `need` says
+    which runs were looked for when none has the metric."""
+    rows = _rows(cand)
+    fig, axes = _figure(len(rows), len(panels), res.paper, w=w)
+    for i, c in enumerate(rows):
+        rc, lab = R.of_compat(cand, c), R.COMPAT_LABEL[c]
+        for j, (metric, what, name) in enumerate(panels):
+            ax, title, panel = axes[i][j], f"{what}\n{lab}", f"{name} ({lab})"
+            have, why = _need_metric(rc, metric, need)
+            if why:
+                _not_drawn(res, ax, panel, title, why)
+                continue
+            series = _line_panel(ax, have, label_for(have), x_fn, metric, style, title, xlabel, legend)
+            res.notes += _averaged_note(series, panel)
+            res.ok(panel)
+    return fig
 
 
 def _natural(label):
@@ -202,17 +256,16 @@ def fig2_omega(runs, out_dir) -> FigureResult:
     that belong to an e-sweep (same config except e); y = /final omega_mean, bars = min..max of the per-expert omega
     vector (Eq. 2.5 has one omega per expert)."""
     res = FigureResult("fig2_omega.png", "Fig. 2 (Sec. 2.2.2): omega vs active experts e")
-    cand = [r for g in R.e_sweeps(runs, fs_on=True) for r in g.values()]
+    cand = _sweep_runs(R.e_sweeps(runs, fs_on=True))
     rows = _rows(cand)
     fig, axes = _figure(1, len(rows), res.paper)
     for ax, c in zip(axes[0], rows):
         title = f"{R.COMPAT_LABEL[c]}: mean omega over experts"
         panel = f"omega vs e ({R.COMPAT_LABEL[c]})"
         rc = R.of_compat(cand, c)
-        have, why = _need_metric(rc, "omega_mean", "Scale runs with Feature Scaling in an e-sweep")
+        have, why = _need_metric(rc, "omega_mean", E_SWEEP_FS)
         if why:
-            res.skip(panel, why)
-            _unavailable(ax, title, why)
+            _not_drawn(res, ax, panel, title, why)
             continue
         several_e = len({r.experts for r in have}) > 1
         label = (lambda r: f"k={r.k} E{r.experts}") if several_e else (lambda r: f"k={r.k}")
@@ -230,11 +283,7 @@ def fig2_omega(runs, out_dir) -> FigureResult:
                 hi.append(max(v.max() for v in vecs) - y if vecs else 0.0)
             ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=s, color=f"C{i % 10}")
         ax.axhline(0, color="0.5", lw=0.8, ls=":")
-        _log2_x(ax, [r.active for r in have])
-        ax.set_xlabel("active experts e")
-        ax.set_ylabel("omega (bars: min..max over experts)")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
+        _finish(ax, title, "active experts e", "omega (bars: min..max over experts)", [r.active for r in have], 7)
         res.ok(panel)
     _save(fig, out_dir, res.file)
     return res
@@ -248,16 +297,18 @@ FIG3_PANELS = (("a", "mse", "MSE, in domain (paper: OpenWebText)"),
                ("d", "loss_recovered", "Loss Recovered, in domain (paper's 3d is auto-interp)"))
 
 
-def _arch_style_fn(labels):
-    """Baselines in fixed colours (dashed, squares); each Scale setting its own colour (solid, circles)."""
-    scale = sorted((l for l in labels if l.startswith(R.ARCH_LABEL["scale"])), key=_natural)
+def _lettered(panels):
+    """(letter, metric, what) -> (metric, '(letter) what', '(letter) metric') for _metric_rows."""
+    return [(metric, f"({p}) {what}", f"({p}) {metric}") for p, metric, what in panels]
 
-    def style(label):
-        for arch, color in ARCH_COLOR.items():
-            if label.startswith(R.ARCH_LABEL[arch]):
-                return dict(color=color, marker="s", ls="--")
-        return dict(color=SCALE_COLORS[scale.index(label) % len(SCALE_COLORS)], marker="o", ls="-")
-    return style
+
+def _arch_style(label, labels):
+    """Baselines in fixed colours (dashed, squares); each Scale setting its own colour (solid, circles)."""
+    for arch, color in ARCH_COLOR.items():
+        if label.startswith(R.ARCH_LABEL[arch]):
+            return dict(color=color, marker="s", ls="--")
+    scale = sorted((l for l in labels if l.startswith(R.ARCH_LABEL["scale"])), key=_natural)
+    return dict(color=SCALE_COLORS[scale.index(label) % len(SCALE_COLORS)], marker="o", ls="-")
 
 
 def fig3_flops_matched(runs, out_dir) -> FigureResult:
@@ -268,29 +319,9 @@ def fig3_flops_matched(runs, out_dir) -> FigureResult:
     res = FigureResult("fig3_flops_matched.png", "Fig. 3 (Sec. 3.1): FLOPS-matched comparison vs L0")
     res.notes.append("Fig. 3d (automated interpretability) has no counterpart in the records; panel (d) shows "
                      "Loss Recovered in domain instead")
-    sel = R.fig3_runs(runs)
-    rows = _rows(sel)
-    fig, axes = _figure(len(rows), len(FIG3_PANELS), res.paper)
-    for i, c in enumerate(rows):
-        rc = R.of_compat(sel, c)
-        for j, (p, metric, what) in enumerate(FIG3_PANELS):
-            ax = axes[i][j]
-            title = f"({p}) {what}\n{R.COMPAT_LABEL[c]}"
-            panel = f"({p}) {metric} ({R.COMPAT_LABEL[c]})"
-            have, why = _need_metric(rc, metric, "runs of a collection with baselines (TopK/Gated/Switch)")
-            if why:
-                res.skip(panel, why)
-                _unavailable(ax, title, why)
-                continue
-            series = _series_points(have, lambda r: r.setting(), lambda r: r.l0_axis, metric)
-            res.notes += _averaged_note(series, panel)
-            _plot_series(ax, series, _arch_style_fn(series))
-            _log2_x(ax, [r.l0_axis for r in have])
-            ax.set_xlabel("L0 (k; Gated: measured L0)")
-            ax.set_ylabel(metric)
-            ax.set_title(title, fontsize=9)
-            ax.legend(fontsize=6)
-            res.ok(panel)
+    fig = _metric_rows(res, R.fig3_runs(runs), _lettered(FIG3_PANELS), WITH_BASELINES,
+                       label_for=lambda have: R.Run.setting, x_fn=lambda r: r.l0_axis, style=_arch_style,
+                       xlabel="L0 (k; Gated: measured L0)", legend=6)
     _save(fig, out_dir, res.file)
     return res
 
@@ -308,30 +339,10 @@ def fig4_active_experts(runs, out_dir) -> FigureResult:
     SAEs with Feature Scaling on that belong to an e-sweep."""
     res = FigureResult("fig4_active_experts.png",
                        "Fig. 4 (Sec. 3.2.1): Multiple Expert Activation, metrics vs L0 per e")
-    cand = [r for g in R.e_sweeps(runs, fs_on=True) for r in g.values()]
-    rows = _rows(cand)
-    fig, axes = _figure(len(rows), len(FIG4_PANELS), res.paper)
-    for i, c in enumerate(rows):
-        rc = R.of_compat(cand, c)
-        for j, (p, metric, what) in enumerate(FIG4_PANELS):
-            ax = axes[i][j]
-            title = f"({p}) {what}\n{R.COMPAT_LABEL[c]}"
-            panel = f"({p}) {metric} ({R.COMPAT_LABEL[c]})"
-            have, why = _need_metric(rc, metric, "Scale runs with Feature Scaling in an e-sweep")
-            if why:
-                res.skip(panel, why)
-                _unavailable(ax, title, why)
-                continue
-            label = _label_e(have)
-            series = _series_points(have, label, lambda r: float(r.k), metric)
-            res.notes += _averaged_note(series, panel)
-            _plot_series(ax, series, lambda s: dict(marker="o", ls="--" if s.endswith("e=1") else "-"))
-            _log2_x(ax, [r.k for r in have])
-            ax.set_xlabel("L0 (k)")
-            ax.set_ylabel(metric)
-            ax.set_title(title, fontsize=9)
-            ax.legend(fontsize=7)
-            res.ok(panel)
+    fig = _metric_rows(res, _sweep_runs(R.e_sweeps(runs, fs_on=True)), _lettered(FIG4_PANELS), E_SWEEP_FS,
+                       label_for=_label_e, x_fn=lambda r: float(r.k),
+                       style=lambda s, _: dict(marker="o", ls="--" if s.endswith("e=1") else "-"),
+                       xlabel="L0 (k)", legend=7)
     _save(fig, out_dir, res.file)
     return res
 
@@ -383,8 +394,7 @@ def fig5_feature_scaling(runs, out_dir) -> FigureResult:
             panel = f"({p}) {metric} vs {'e' if axis == 'e' else 'L0'} ({R.COMPAT_LABEL[c]})"
             have, why = _need_metric(rc, metric, "Scale runs in Feature Scaling on/off pairs")
             if why:
-                res.skip(panel, why)
-                _unavailable(ax, title, why)
+                _not_drawn(res, ax, panel, title, why)
                 continue
             for n, v in enumerate(fixed):
                 for on in (True, False):
@@ -395,11 +405,8 @@ def fig5_feature_scaling(runs, out_dir) -> FigureResult:
                     xs = sorted(pts)
                     ax.plot(xs, [pts[x][0] for x in xs], color=f"C{n}", marker="o", ls="-" if on else "--",
                             label=f"{'L0' if axis == 'e' else 'e'}={v} {'with' if on else 'without'} FS")
-            _log2_x(ax, [r.active if axis == "e" else r.k for r in have])
-            ax.set_xlabel("active experts e" if axis == "e" else "L0 (k)")
-            ax.set_ylabel(metric)
-            ax.set_title(title, fontsize=9)
-            ax.legend(fontsize=6)
+            _finish(ax, title, "active experts e" if axis == "e" else "L0 (k)", metric,
+                    [r.active if axis == "e" else r.k for r in have], 6)
             res.ok(panel)
     _save(fig, out_dir, res.file)
     return res
@@ -417,7 +424,7 @@ def fig6_specialization(runs, out_dir) -> FigureResult:
     specialization_cdf vector (fallback: expert_fraction, labelled). Runs: Scale SAEs with Feature Scaling on in an
     e-sweep; (b) at L0 16 (else 32, else the median k)."""
     res = FigureResult("fig6_specialization.png", "Fig. 6 (Sec. 3.3.1): expert specialization")
-    cand = [r for g in R.e_sweeps(runs, fs_on=True) for r in g.values()]
+    cand = _sweep_runs(R.e_sweeps(runs, fs_on=True))
     rows = _rows(cand)
     fig, axes = _figure(len(rows), 2, res.paper, w=5)
     for i, c in enumerate(rows):
@@ -426,12 +433,10 @@ def fig6_specialization(runs, out_dir) -> FigureResult:
         ax = axes[i][0]
         title = f"(a) intra- (solid) vs inter-expert (dashed) redundancy\n{R.COMPAT_LABEL[c]}"
         panel = f"(a) intra vs inter ({R.COMPAT_LABEL[c]})"
-        intra, why_a = _need_metric(rc, "intra_expert_redundancy", "Scale runs with Feature Scaling in an e-sweep")
-        inter, why_b = _need_metric(rc, "inter_expert_redundancy", "Scale runs with Feature Scaling in an e-sweep")
+        intra, why_a = _need_metric(rc, "intra_expert_redundancy", E_SWEEP_FS)
+        inter, why_b = _need_metric(rc, "inter_expert_redundancy", E_SWEEP_FS)
         if why_a and why_b:
-            why = why_a if why_a == why_b else f"{why_a}; {why_b}"
-            res.skip(panel, why)
-            _unavailable(ax, title, why)
+            _not_drawn(res, ax, panel, title, why_a if why_a == why_b else f"{why_a}; {why_b}")
         else:
             for metric, runs_m, ls in (("intra_expert_redundancy", intra, "-"),
                                        ("inter_expert_redundancy", inter, "--")):
@@ -440,11 +445,8 @@ def fig6_specialization(runs, out_dir) -> FigureResult:
                     color = f"C{sorted({r.k for r in rc}).index(int(s[2:])) % 10}"
                     ax.plot([p[0] for p in series[s]], [p[1] for p in series[s]], ls=ls, marker="o", color=color,
                             label=s if ls == "-" or not intra else None)
-            _log2_x(ax, [r.active for r in rc])
-            ax.set_xlabel("active experts e")
-            ax.set_ylabel("fraction of latents with a near-duplicate")
-            ax.set_title(title, fontsize=9)
-            ax.legend(fontsize=7)
+            _finish(ax, title, "active experts e", "fraction of latents with a near-duplicate",
+                    [r.active for r in rc], 7)
             if why_a or why_b:
                 res.partly(panel, why_a or why_b)
                 ax.text(0.02, 0.98, "missing: " + _wrap(why_a or why_b, 50), transform=ax.transAxes, va="top",
@@ -459,8 +461,7 @@ def fig6_specialization(runs, out_dir) -> FigureResult:
         if not curves:
             why = "no Scale runs with Feature Scaling in an e-sweep" if not rc else \
                 f"neither 'specialization_cdf' nor 'expert_fraction' in the {len(rc)} candidate runs"
-            res.skip(panel, why)
-            _unavailable(ax, f"(b) expert activation CDF\n{R.COMPAT_LABEL[c]}", why)
+            _not_drawn(res, ax, panel, f"(b) expert activation CDF\n{R.COMPAT_LABEL[c]}", why)
             continue
         ks = sorted({r.k for r, _, _ in curves})
         k = next((v for v in FIG6_L0 if v in ks), ks[len(ks) // 2])
@@ -504,6 +505,14 @@ def _heat_axes(table):
     return rows, cols, values
 
 
+def _heat_panel(ax, table, title, **kw):
+    """A heat map of {(E, e, k): value} over e (rows) x L0 (columns)."""
+    rows, cols, values = _heat_axes(table)
+    _heatmap(ax, rows, cols, values, title, **kw)
+    ax.set_xlabel("L0 (k)")
+    ax.set_ylabel("active experts")
+
+
 def _reduction_pct(on, off):
     return 100.0 * (1.0 - on / off) if off != 0 else math.nan
 
@@ -535,13 +544,9 @@ def fig7_activation_similarity(runs, out_dir) -> FigureResult:
                 why = ("no Feature Scaling on/off pairs of Scale runs" if not pc else
                        f"metric '{metric}' (or '{R.ACTIVATION_SIMILARITY[0]}') is missing from the {len(pc)} "
                        "Feature Scaling on/off pairs")
-                res.skip(panel, why)
-                _unavailable(ax, title, why)
+                _not_drawn(res, ax, panel, title, why)
                 continue
-            rws, cols, values = _heat_axes(table)
-            _heatmap(ax, rws, cols, values, title, **kw)
-            ax.set_xlabel("L0 (k)")
-            ax.set_ylabel("active experts")
+            _heat_panel(ax, table, title, **kw)
             res.ok(panel)
     _save(fig, out_dir, res.file)
     return res
@@ -559,7 +564,7 @@ def fig8_redundancy(runs, out_dir) -> FigureResult:
     with the % reduction; (c) (the abstract's 99% claim) redundancy against L0 per architecture of the FLOPS-matched
     runs."""
     res = FigureResult("fig8_redundancy.png", "Fig. 8 (Sec. 3.4): feature redundancy (decoder cosine > threshold)")
-    off_sweeps = [r for g in R.e_sweeps(runs, fs_on=False) for r in g.values()]
+    off_sweeps = _sweep_runs(R.e_sweeps(runs, fs_on=False))
     pairs = R.fs_pairs(runs)
     f3 = R.fig3_runs(runs)
     rows = _rows(off_sweeps + [r for p in pairs for r in p] + f3)
@@ -572,17 +577,10 @@ def fig8_redundancy(runs, out_dir) -> FigureResult:
         rc, why = _need_metric(R.of_compat(off_sweeps, c), "redundancy",
                                "Scale runs without Feature Scaling in an e-sweep")
         if why:
-            res.skip(panel, why)
-            _unavailable(ax, title, why)
+            _not_drawn(res, ax, panel, title, why)
         else:
-            table = {}
             cells = R.mean_by(rc, lambda r: (r.experts, r.active, r.k), lambda r: r.metric("redundancy"))
-            for key, (v, _) in cells.items():
-                table[key] = v
-            rws, cols, values = _heat_axes(table)
-            _heatmap(ax, rws, cols, values, title, fmt="{:.3f}", cmap="viridis")
-            ax.set_xlabel("L0 (k)")
-            ax.set_ylabel("active experts")
+            _heat_panel(ax, {key: v for key, (v, _) in cells.items()}, title, fmt="{:.3f}", cmap="viridis")
             res.ok(panel)
         # (b)
         ax = axes[i][1]
@@ -590,9 +588,7 @@ def fig8_redundancy(runs, out_dir) -> FigureResult:
         ks = _pick(FIG8_L0, [p[0].k for p in pc])
         title, panel = f"(b) redundancy with (solid) / without (hatched) FS, L0 {ks}\n{lab}", f"(b) FS bars ({lab})"
         if not pc:
-            why = "no Feature Scaling on/off pairs of Scale runs with 'redundancy'"
-            res.skip(panel, why)
-            _unavailable(ax, title, why)
+            _not_drawn(res, ax, panel, title, "no Feature Scaling on/off pairs of Scale runs with 'redundancy'")
         else:
             es = sorted({p[0].active for p in pc})
             width = 0.8 / (2 * len(ks))
@@ -621,19 +617,12 @@ def fig8_redundancy(runs, out_dir) -> FigureResult:
         # (c)
         ax = axes[i][2]
         title, panel = f"(c) redundancy vs L0 by architecture\n{lab}", f"(c) by architecture ({lab})"
-        have, why = _need_metric(R.of_compat(f3, c), "redundancy",
-                                 "runs of a collection with baselines (TopK/Gated/Switch)")
+        have, why = _need_metric(R.of_compat(f3, c), "redundancy", WITH_BASELINES)
         if why:
-            res.skip(panel, why)
-            _unavailable(ax, title, why)
+            _not_drawn(res, ax, panel, title, why)
         else:
-            series = _series_points(have, lambda r: r.setting(), lambda r: r.l0_axis, "redundancy")
-            _plot_series(ax, series, _arch_style_fn(series))
-            _log2_x(ax, [r.l0_axis for r in have])
-            ax.set_xlabel("L0 (k; Gated: measured L0)")
-            ax.set_ylabel("redundancy")
-            ax.set_title(title, fontsize=9)
-            ax.legend(fontsize=6)
+            _line_panel(ax, have, R.Run.setting, lambda r: r.l0_axis, "redundancy", _arch_style, title,
+                        "L0 (k; Gated: measured L0)", 6)
             res.ok(panel)
     _save(fig, out_dir, res.file)
     return res
@@ -641,38 +630,26 @@ def fig8_redundancy(runs, out_dir) -> FigureResult:
 
 # ---- Appendix C, Fig. 10: decomposition methods ----------------------------------------------------------------------
 
+def _label_method(runs):
+    """Series label by Feature Scaling method, with E and e added when the runs have several (E, e)."""
+    several = len({(r.experts, r.active) for r in runs}) > 1
+    return (lambda r: f"{R.FS_METHOD_LABEL.get(r.fs, r.fs)} (E{r.experts} e{r.active})") if several else \
+        (lambda r: R.FS_METHOD_LABEL.get(r.fs, r.fs))
+
+
 def figC_decomposition(runs, out_dir) -> FigureResult:
     """Appendix C, Fig. 10: MSE against L0 for the Feature Scaling low-pass methods -- Method 0 mean (Eq. C.1; the
     reference code's A*mean under compat: reference), Method 1 identity (C.2), Method 2 learned A_LP (C.3). Paper:
     identity is always clearly worse; mean and learned are close. Runs: Scale runs identical except the method, where
     identity or learned is present (other methods in the same sweep, e.g. none, are drawn too)."""
     res = FigureResult("figC_decomposition.png", "Appendix C, Fig. 10: Feature Scaling decomposition methods")
-    cand = [r for g in R.decomposition_sweeps(runs) for r in g.values()]
-    rows = _rows(cand)
-    panels = (("mse", "MSE"), ("loss_recovered", "Loss Recovered, in domain"))
-    fig, axes = _figure(len(rows), len(panels), res.paper, w=5)
-    for i, c in enumerate(rows):
-        rc = R.of_compat(cand, c)
-        for j, (metric, what) in enumerate(panels):
-            ax = axes[i][j]
-            title, panel = f"{what} per decomposition method\n{R.COMPAT_LABEL[c]}", f"{metric} ({R.COMPAT_LABEL[c]})"
-            have, why = _need_metric(rc, metric, "Scale runs of a decomposition sweep (identity/learned)")
-            if why:
-                res.skip(panel, why)
-                _unavailable(ax, title, why)
-                continue
-            several = len({(r.experts, r.active) for r in have}) > 1
-            label = (lambda r: f"{R.FS_METHOD_LABEL.get(r.fs, r.fs)} (E{r.experts} e{r.active})") if several else \
-                (lambda r: R.FS_METHOD_LABEL.get(r.fs, r.fs))
-            series = _series_points(have, label, lambda r: float(r.k), metric)
-            res.notes += _averaged_note(series, panel)
-            _plot_series(ax, series, lambda s: dict(marker="o", ls=":" if s.startswith("no ") else "-"))
-            _log2_x(ax, [r.k for r in have])
-            ax.set_xlabel("L0 (k)")
-            ax.set_ylabel(metric)
-            ax.set_title(title, fontsize=9)
-            ax.legend(fontsize=7)
-            res.ok(panel)
+    panels = [(metric, f"{what} per decomposition method", metric)
+              for metric, what in (("mse", "MSE"), ("loss_recovered", "Loss Recovered, in domain"))]
+    fig = _metric_rows(res, _sweep_runs(R.decomposition_sweeps(runs)), panels,
+                       "Scale runs of a decomposition sweep (identity/learned)", label_for=_label_method,
+                       x_fn=lambda r: float(r.k),
+                       style=lambda s, _: dict(marker="o", ls=":" if s.startswith("no ") else "-"),
+                       xlabel="L0 (k)", legend=7, w=5)
     _save(fig, out_dir, res.file)
     return res
 
@@ -696,8 +673,7 @@ def figD_overlaps(runs, out_dir) -> FigureResult:
                f"vector '{name}' (or '{R.OVERLAP_HISTOGRAM[0]}') is missing from the {len(pairs)} Feature Scaling "
                "on/off pairs")
         fig, axes = _figure(1, 1, res.paper, w=6)
-        _unavailable(axes[0][0], "overlap distributions", why)
-        res.skip(panel, why)
+        _not_drawn(res, axes[0][0], panel, "overlap distributions", why)
         _save(fig, out_dir, res.file)
         return res
     res.notes.append(f"from '{name}' ({R.TOKEN_SET[name]})")

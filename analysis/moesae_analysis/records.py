@@ -45,6 +45,7 @@ FS_METHOD_LABEL = {"mean": "Method 0: mean", "reference": "Method 0: A*mean (ref
                    "identity": "Method 1: identity", "learned": "Method 2: learned A_LP", "none": "no Feature Scaling"}
 
 ARCH_LABEL = {"topk": "TopK", "gated": "Gated", "switch": "Switch", "scale": "Scale"}
+BASELINES = ("topk", "gated", "switch")  # the architectures Fig. 3 compares Scale SAE with
 
 
 def _flatten(tree, prefix=""):
@@ -228,7 +229,7 @@ def fs_pairs(runs):
     `feature_scaling` is the mean low-pass (`mean`, or `reference` under compat: reference) in one and `none` in the
     other."""
     pairs = []
-    for g in sweeps([r for r in runs if r.arch == "scale"], "model.feature_scaling"):
+    for g in _fs_sweeps(runs):
         off = g.get(FS_OFF)
         for m in FS_MEAN:
             if off is not None and m in g:
@@ -239,8 +240,12 @@ def fs_pairs(runs):
 def decomposition_sweeps(runs):
     """Appendix C (Fig. 10): Scale runs identical except for the low-pass method, where at least one of `identity`,
     `learned` is present. Returns a list of {method: run}."""
-    return [g for g in sweeps([r for r in runs if r.arch == "scale"], "model.feature_scaling")
-            if "identity" in g or "learned" in g]
+    return [g for g in _fs_sweeps(runs) if "identity" in g or "learned" in g]
+
+
+def _fs_sweeps(runs):
+    """Scale runs identical except for `model.feature_scaling`, as a list of {method: run}."""
+    return sweeps([r for r in runs if r.arch == "scale"], "model.feature_scaling")
 
 
 def is_paper_scale(run: Run) -> bool:
@@ -251,8 +256,8 @@ def is_paper_scale(run: Run) -> bool:
 def fig3_runs(runs):
     """Runs of the FLOPS-matched comparison (Fig. 3): from every collection that holds a baseline (TopK, Gated,
     Switch), the baselines and the paper's Scale SAE (e >= 2, Feature Scaling on)."""
-    with_baseline = {r.path for r in runs if r.arch in ("topk", "gated", "switch")}
-    return [r for r in runs if r.path in with_baseline and (r.arch in ("topk", "gated", "switch") or is_paper_scale(r))]
+    with_baseline = {r.path for r in runs if r.arch in BASELINES}
+    return [r for r in runs if r.path in with_baseline and (r.arch in BASELINES or is_paper_scale(r))]
 
 
 def by_condition(runs):
@@ -348,13 +353,17 @@ def has_vector(run, name):
     return run.vector(name) is not None
 
 
+def _dim(run):
+    return int(run.config.get("model.d", 0))
+
+
 def by_dimension(collections, runs):
     """[(d, collections, runs)] split by the activation dimension model.d: runs on data of different widths (e.g. the
     laptop grids at d = 64 and the GPT-2 grids at d = 768) are never drawn or measured together."""
-    dims = sorted({int(r.config.get("model.d", 0)) for r in runs})
+    dims = sorted({_dim(r) for r in runs})
     out = []
     for d in dims:
-        rd = [r for r in runs if int(r.config.get("model.d", 0)) == d]
+        rd = [r for r in runs if _dim(r) == d]
         paths = {r.path for r in rd}
         out.append((d, [c for c in collections if c.path in paths], rd))
     return out
