@@ -12,6 +12,14 @@
 
 namespace moesae::cli {
 
+void add_record_data_options(CLI::App* sub, std::string& record, std::string& data, std::string& split) {
+  sub->add_option("record", record, "run record (RUN.h5)")->required()->check(CLI::ExistingFile);
+  sub->add_option("--data", data, "activation file (default: the run's own data.path)");
+  sub->add_option("--split", split, "eval: the held-out split; all: every row")
+      ->check(CLI::IsMember({"eval", "all"}))
+      ->capture_default_str();
+}
+
 Command add_eval(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("eval", "Evaluate a trained SAE (run record) on an activation file");
   struct Args {
@@ -21,11 +29,7 @@ Command add_eval(CLI::App& app) {
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
-  sub->add_option("record", a->record, "run record (RUN.h5)")->required()->check(CLI::ExistingFile);
-  sub->add_option("--data", a->data, "activation file (default: the run's own data.path)");
-  sub->add_option("--split", a->split, "eval: the held-out split; all: every row")
-      ->check(CLI::IsMember({"eval", "all"}))
-      ->capture_default_str();
+  add_record_data_options(sub, a->record, a->data, a->split);
   sub->add_option("--lm", a->lm,
                   "language model to splice the SAE into for Loss Recovered (sets lm.model; the run's own lm: "
                   "section is used when it names one)");

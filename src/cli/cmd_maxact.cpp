@@ -59,11 +59,7 @@ Command add_maxact(CLI::App& app) {
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
-  sub->add_option("record", a->record, "run record (RUN.h5)")->required()->check(CLI::ExistingFile);
-  sub->add_option("--data", a->data, "activation file (default: the run's own data.path)");
-  sub->add_option("--split", a->split, "eval: the held-out split; all: every row")
-      ->check(CLI::IsMember({"eval", "all"}))
-      ->capture_default_str();
+  add_record_data_options(sub, a->record, a->data, a->split);
   sub->add_option("--top", a->top, "activating rows kept per latent")->capture_default_str();
   sub->add_option("--latents", a->latents, "latent ids and ranges, e.g. 0,5,10-20 (default: every latent)")
       ->delimiter(',');
