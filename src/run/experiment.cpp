@@ -31,6 +31,7 @@
 #include "data/activation_file.h"
 #include "run/grid.h"
 #include "run/plan.h"
+#include "run/process.h"
 #include "run/record.h"
 #include "run/train_run.h"
 #include "train/checkpoint.h"
@@ -333,53 +334,10 @@ std::string describe(const std::vector<std::pair<std::string, std::string>>& val
   return s;
 }
 
-// ---- run locks: one process trains a run at a time -------------------------------------------------------------
-
-// A POSIX record lock on `path` (created if needed); -1 when another process holds it and `wait` is false. The
-// holder removes the file when done (unlock_file), so a lock taken on a file that was meanwhile removed is retried.
-int lock_file(const std::string& path, bool wait) {
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) fail("cannot create the lock file '", path, "': ", std::strerror(errno));
-    struct flock fl {};
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    int rc;
-    while ((rc = ::fcntl(fd, wait ? F_SETLKW : F_SETLK, &fl)) != 0 && errno == EINTR && wait && !stop_requested()) {
-    }
-    if (rc != 0) {
-      ::close(fd);
-      if (wait && stop_requested()) fail("stopped while waiting for the lock '", path, "'");
-      if (wait) fail("cannot lock '", path, "': ", std::strerror(errno));
-      return -1;
-    }
-    struct stat a {}, b {};
-    if (::fstat(fd, &a) == 0 && ::stat(path.c_str(), &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
-      return fd;
-    ::close(fd);  // the file was removed by its previous holder between open and lock: take the new one
-  }
-  return -1;
-}
-
-void unlock_file(int fd, const std::string& path) {
-  ::unlink(path.c_str());
-  ::close(fd);
-}
-
 // One process trains a run at a time: it holds <record>.lock while it does.
 int lock_run(const std::string& record) { return lock_file(record + ".lock", false); }
 void unlock_run(int fd, const std::string& record) { unlock_file(fd, record + ".lock"); }
-
-bool run_locked(const std::string& record) {
-  const int fd = ::open((record + ".lock").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  struct flock fl {};
-  fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;
-  const bool held = ::fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
-  ::close(fd);
-  return held;
-}
+bool run_locked(const std::string& record) { return file_locked(record + ".lock"); }
 
 bool g_interrupted = false;
 
@@ -512,13 +470,6 @@ std::string failure_line(const std::string& log, const std::string& id) {
   return best.rfind("error: ", 0) == 0 ? best.substr(7) : best;
 }
 
-std::string self_executable(const std::string& given) {
-  if (!given.empty()) return given;
-  std::error_code ec;
-  const fs::path p = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) fail("--jobs: cannot find this program's executable (/proc/self/exe): ", ec.message());
-  return p.string();
-}
 
 // Up to `jobs` runs at once, each `moesae run FILE --worker --only ID` in a child process with its share of the CPU
 // threads, its output appended to <out>/logs/<id>.log.
@@ -552,7 +503,7 @@ int run_parallel(const Experiment& e, const std::vector<const ExperimentRun*>& s
     progress.line(0);
     return busy;
   }
-  const std::string exe = self_executable(opt.executable);
+  const std::string exe = opt.executable.empty() ? own_executable() : opt.executable;
   const size_t slots = std::min<size_t>(std::max(opt.jobs, 1), todo.size());
   int budget = int(std::thread::hardware_concurrency());
   if (const char* omp = std::getenv("OMP_NUM_THREADS"); omp && std::atoi(omp) > 0) budget = std::atoi(omp);

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "run/process.h"
 
 namespace moesae {
 namespace fs = std::filesystem;
@@ -48,13 +49,6 @@ void write_file_atomic(const std::string& path, const std::string& text) {
 }
 
 std::string absolute(const std::string& p) { return fs::absolute(p).lexically_normal().string(); }
-
-std::string self_executable() {
-  std::error_code ec;
-  const fs::path p = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) fail("cannot find the moesae binary (/proc/self/exe): give --moesae");
-  return p.string();
-}
 
 // Runs argv, capturing standard output; returns the exit status (-1: could not run it).
 int run_capture(const std::vector<std::string>& argv, std::string& out) {
@@ -163,7 +157,7 @@ SubmitResult submit_experiment(const Experiment& e, const SubmitOptions& o) {
       {"CPUS", std::to_string(o.cpus)},
       {"TIME", o.time},
       {"WORKDIR", absolute(fs::current_path().string())},
-      {"MOESAE", absolute(o.moesae.empty() ? self_executable() : o.moesae)},
+      {"MOESAE", absolute(o.moesae.empty() ? own_executable() : o.moesae)},
       {"GRID", absolute(e.source)},
       {"RUNS_FILE", r.runs_file},
       {"OUT_DIR", absolute(e.out)},
