@@ -1,0 +1,37 @@
+// moesae comm: NcclComm, the NCCL communicator on device buffers (built only when MOESAE_HAVE_CUDA and nccl.h is
+// found). UNTESTED: this machine has no GPU, so the code compiles and links but has never run a collective. Without
+// a GPU, constructing it fails with a clear error on every rank.
+//
+// - Bootstrap over MPI: local rank from MPI_Comm_split_type(SHARED), cudaSetDevice(local rank % devices), rank 0's
+//   ncclGetUniqueId broadcast over MPI, then a non-blocking ncclCommInitRankConfig polled to completion.
+// - all-to-all-v: counts exchanged over MPI on the host (they are host vectors anyway), then the payload as grouped
+//   ncclSend/ncclRecv inside ncclGroupStart/ncclGroupEnd (NCCL has no all-to-all-v); zero counts are skipped on
+//   both sides.
+// - Failures: every operation runs on the communicator's own stream and is waited for by polling cudaStreamQuery
+//   and ncclCommGetAsyncError (the nccl-tests watchdog); an async error calls ncclCommAbort and throws, a timeout
+//   (MOESAE_COMM_TIMEOUT) calls ncclCommAbort and aborts the job with the timeout message. Never blocks in
+//   cudaStreamSynchronize.
+// - Sums follow NCCL's reduction order (the same on all ranks, not rank order).
+#pragma once
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1  // C API only (Open MPI's C++ bindings need libmpi_cxx)
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
+#include <mpi.h>
+
+#include <memory>
+
+#include "comm/communicator.h"
+
+namespace moesae::comm {
+
+// true when this build contains the NCCL communicator.
+bool nccl_available();
+
+// An NCCL communicator over the ranks of `world` (MPI must be initialised). Error when !nccl_available() or when a
+// rank has no usable GPU (all ranks fail together).
+std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm world);
+
+}  // namespace moesae::comm
