@@ -12,13 +12,6 @@
 //   mpirun -np N comm_check --bench                    optional all-to-all-v bandwidth micro-benchmark: our
 //                                                     all_to_all_v (count exchange included) vs plain MPI_Alltoallv
 //                                                     on the same buffers
-#ifndef OMPI_SKIP_MPICXX
-#define OMPI_SKIP_MPICXX 1  // C API only (Open MPI's C++ bindings need libmpi_cxx)
-#endif
-#ifndef MPICH_SKIP_MPICXX
-#define MPICH_SKIP_MPICXX 1
-#endif
-#include <mpi.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,6 +25,7 @@
 
 #include "comm/communicator.h"
 #include "comm/mpi_comm.h"
+#include "comm/mpi_header.h"
 
 using namespace moesae;
 using namespace moesae::comm;

@@ -1,13 +1,6 @@
 // moesae comm: shared parts of the Communicator interface, the timeout policy and the factory.
 #include "comm/communicator.h"
 
-#ifndef OMPI_SKIP_MPICXX
-#define OMPI_SKIP_MPICXX 1  // C API only (Open MPI's C++ bindings need libmpi_cxx)
-#endif
-#ifndef MPICH_SKIP_MPICXX
-#define MPICH_SKIP_MPICXX 1
-#endif
-#include <mpi.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,6 +9,7 @@
 #include <cstdlib>
 
 #include "comm/local_comm.h"
+#include "comm/mpi_header.h"
 #include "comm/mpi_comm.h"
 #include "comm/nccl_comm.h"
 

@@ -15,15 +15,8 @@
 // chunk's owner) followed by an MPI_Iallgatherv: the same traffic as a ring all-reduce. MAX/MIN and integer sums
 // are exact in any order and use MPI_Iallreduce.
 #pragma once
-#ifndef OMPI_SKIP_MPICXX
-#define OMPI_SKIP_MPICXX 1  // C API only (Open MPI's C++ bindings need libmpi_cxx)
-#endif
-#ifndef MPICH_SKIP_MPICXX
-#define MPICH_SKIP_MPICXX 1
-#endif
-#include <mpi.h>
-
 #include "comm/communicator.h"
+#include "comm/mpi_header.h"
 
 namespace moesae::comm {
 

@@ -13,17 +13,10 @@
 //   cudaStreamSynchronize.
 // - Sums follow NCCL's reduction order (the same on all ranks, not rank order).
 #pragma once
-#ifndef OMPI_SKIP_MPICXX
-#define OMPI_SKIP_MPICXX 1  // C API only (Open MPI's C++ bindings need libmpi_cxx)
-#endif
-#ifndef MPICH_SKIP_MPICXX
-#define MPICH_SKIP_MPICXX 1
-#endif
-#include <mpi.h>
-
 #include <memory>
 
 #include "comm/communicator.h"
+#include "comm/mpi_header.h"
 
 namespace moesae::comm {
 
