@@ -6,7 +6,6 @@
 #include "cli/commands.h"
 #include "data/synthetic.h"
 #include "eval/loss_recovered.h"
-#include "eval/specialization.h"
 #include "run/config.h"
 #include "run/train_run.h"
 
@@ -55,11 +54,11 @@ Command add_eval(CLI::App& app) {
             EvalReader reader(file, data.rows);
             std::unique_ptr<Tensor> truth;
             if (has_ground_truth(dc.path)) truth = std::make_unique<Tensor>(read_ground_truth(dc.path));
-            const std::unique_ptr<lm::Tokenizer> tok = load_eval_tokenizer(cfg.lm);
-            EvalResult r =
-                evaluate_sae(*sae, reader, cfg.eval, cfg.train.batch_size, truth.get(), {file.get(), tok.get()});
+            const EvalLm loaded_lm = load_eval_lm(cfg.lm);  // once, for the specialization metrics and Loss Recovered
+            EvalResult r = evaluate_sae(*sae, reader, cfg.eval, cfg.train.batch_size, truth.get(),
+                                        {file.get(), loaded_lm.tokenizer.get()});
             if (cfg.lm.enabled())
-              for (const auto& [k, v] : evaluate_lm_for_run(*sae, cfg.lm, *file)) r.scalars[k] = v;
+              for (const auto& [k, v] : evaluate_lm_for_run(*sae, cfg.lm, loaded_lm, *file)) r.scalars[k] = v;
             if (a->json) {
               nlohmann::json j = r.scalars;
               for (auto& [k, v] : r.vectors) j[k] = v;

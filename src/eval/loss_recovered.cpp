@@ -91,14 +91,24 @@ void check_lm_eval_files(const LmEvalConfig& cfg) {
   if (!cfg.ood_text.empty()) lm::resolve_data_path(cfg.ood_text);
 }
 
-std::map<std::string, double> evaluate_lm(Sae& sae, const LmEvalConfig& cfg, const std::string& activation_layer,
-                                          const std::string& activation_text, long long activation_documents) {
-  if (!cfg.enabled()) fail("lm eval: no language model configured (lm.model)");
-  const std::string model_path = lm::resolve_data_path(cfg.model);
-  const std::unique_ptr<lm::LanguageModel> model = lm::load_language_model(model_path);
+EvalLm load_eval_lm(const LmEvalConfig& cfg) {
+  EvalLm e;
+  if (!cfg.enabled()) return e;
+  e.model_path = lm::resolve_data_path(cfg.model);
+  e.model = lm::load_language_model(e.model_path);
   const std::string tok_path =
-      lm::resolve_data_path(cfg.tokenizer.empty() ? lm::default_tokenizer(*model) : cfg.tokenizer);
-  const std::unique_ptr<lm::Tokenizer> tok = lm::load_tokenizer(tok_path, *model);
+      lm::resolve_data_path(cfg.tokenizer.empty() ? lm::default_tokenizer(*e.model) : cfg.tokenizer);
+  e.tokenizer = lm::load_tokenizer(tok_path, *e.model);
+  return e;
+}
+
+std::map<std::string, double> evaluate_lm(Sae& sae, const LmEvalConfig& cfg, const EvalLm& loaded,
+                                          const std::string& activation_layer, const std::string& activation_text,
+                                          long long activation_documents) {
+  if (!cfg.enabled() || !loaded.model) fail("lm eval: no language model configured (lm.model)");
+  const std::string& model_path = loaded.model_path;
+  const lm::LanguageModel* const model = loaded.model.get();
+  const lm::Tokenizer* const tok = loaded.tokenizer.get();
 
   SpliceOptions so;
   so.ctx = cfg.ctx;

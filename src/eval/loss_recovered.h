@@ -10,6 +10,7 @@
 // without position 0): the reconstruction metrics on that text.
 #pragma once
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -44,8 +45,8 @@ double loss_recovered_from(double ce_clean, double ce_sae, double ce_zero);
 SpliceResult splice_sae(const lm::LanguageModel& model, const lm::Tokenizer& tok,
                         const std::vector<std::string>& documents, Sae& sae, const SpliceOptions& options);
 
-// The `lm:` section of a run config applied to a trained SAE: loads the model, tokenizer and texts (data search
-// path), resolves the layer (-1: `activation_layer`, the layer attribute of the SAE's training activations) and the
+// The `lm:` section of a run config applied to a trained SAE (`loaded`: its model and tokenizer, load_eval_lm): loads the texts
+// (data search path), resolves the layer (-1: `activation_layer`, the layer attribute of the SAE's training activations) and the
 // in-domain documents to skip, and returns the /final scalars: loss_recovered, loss_recovered_keep_pos0, delta_ce,
 // delta_ce_keep_pos0, ce_clean, ce_sae, ce_zero, lm_layer, lm_tokens; with an out-of-domain text the same with the
 // suffix _ood, plus mse_ood, fvu_ood, mse_ood_no_pos0, fvu_ood_no_pos0, l0_ood.
@@ -55,7 +56,17 @@ SpliceResult splice_sae(const lm::LanguageModel& model, const lm::Tokenizer& tok
 // error for the first one missing. Runs check this before training.
 void check_lm_eval_files(const LmEvalConfig& cfg);
 
-std::map<std::string, double> evaluate_lm(Sae& sae, const LmEvalConfig& cfg, const std::string& activation_layer,
+// The `lm:` section's model and tokenizer (lm.tokenizer, else the model's default), resolved on the data search path
+// and loaded once for every LM metric of a run; both null when the section names no model.
+struct EvalLm {
+  std::string model_path;
+  std::unique_ptr<lm::LanguageModel> model;
+  std::unique_ptr<lm::Tokenizer> tokenizer;
+};
+EvalLm load_eval_lm(const LmEvalConfig& cfg);
+
+std::map<std::string, double> evaluate_lm(Sae& sae, const LmEvalConfig& cfg, const EvalLm& loaded,
+                                          const std::string& activation_layer,
                                           const std::string& activation_text, long long activation_documents);
 
 }  // namespace moesae

@@ -3,8 +3,7 @@
 #include <algorithm>
 #include <set>
 
-#include "lm/data_path.h"
-#include "lm/load.h"
+#include "eval/loss_recovered.h"
 
 namespace moesae {
 namespace {
@@ -182,11 +181,7 @@ ExpertSpecialization expert_specialization(const ActiveSets& tokens, int64_t exp
 }
 
 std::unique_ptr<lm::Tokenizer> load_eval_tokenizer(const LmEvalConfig& cfg) {
-  if (!cfg.enabled()) return nullptr;
-  const std::unique_ptr<lm::LanguageModel> model = lm::load_language_model(lm::resolve_data_path(cfg.model));
-  const std::string tok_path =
-      lm::resolve_data_path(cfg.tokenizer.empty() ? lm::default_tokenizer(*model) : cfg.tokenizer);
-  return lm::load_tokenizer(tok_path, *model);
+  return std::move(load_eval_lm(cfg).tokenizer);
 }
 
 }  // namespace moesae

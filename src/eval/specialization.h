@@ -63,8 +63,8 @@ struct ExpertSpecialization {
 // tokens, when the sets' dictionary is not experts * latents_per_expert wide, or when no token activated any expert.
 ExpertSpecialization expert_specialization(const ActiveSets& tokens, int64_t experts, int64_t latents_per_expert);
 
-// The tokenizer of the `lm:` section's model (lm.tokenizer, else the model's default), resolved on the data search
-// path; nullptr when the section names no model.
+// The tokenizer of the `lm:` section's model (load_eval_lm in eval/loss_recovered.h, for callers that need only the
+// tokenizer); nullptr when the section names no model.
 std::unique_ptr<lm::Tokenizer> load_eval_tokenizer(const LmEvalConfig& lm);
 
 }  // namespace moesae

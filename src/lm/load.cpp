@@ -38,8 +38,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, const Languag
   fail("tokenizer '", path, "': no tokenizer for architecture '", model.shape().arch, "'");
 }
 
-std::string default_tokenizer(const LanguageModel& model) {
-  return model.shape().arch == "gpt2" ? "gpt2-tokenizer" : "stories260K/tok512.bin";
+std::string default_tokenizer(const std::string& arch) {
+  return arch == "gpt2" ? "gpt2-tokenizer" : "stories260K/tok512.bin";
 }
+
+std::string default_tokenizer(const LanguageModel& model) { return default_tokenizer(model.shape().arch); }
 
 }  // namespace moesae::lm

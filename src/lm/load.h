@@ -24,5 +24,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, const Languag
 // The tokenizer name used when none is given: "stories260K/tok512.bin" for llama2.c models, "gpt2-tokenizer" for
 // GPT-2 (both looked up on the data search path).
 std::string default_tokenizer(const LanguageModel& model);
+// The same by architecture name ("llama" or "gpt2"), e.g. from model_arch(path) before anything is loaded.
+std::string default_tokenizer(const std::string& arch);
 
 }  // namespace moesae::lm

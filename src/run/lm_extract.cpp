@@ -98,15 +98,12 @@ struct ResolvedSpec {
   std::string model, tokenizer, text;
 };
 
-// The three files of a spec on the data search path (the tokenizer's default needs the model's architecture, read
-// from the path alone).
-ResolvedSpec resolve(const ExtractSpec& s, const lm::LanguageModel* model) {
+// The three files of a spec on the data search path (the default tokenizer follows the model's architecture, known
+// from its path alone).
+ResolvedSpec resolve(const ExtractSpec& s) {
   ResolvedSpec r;
   r.model = lm::resolve_data_path(s.model);
-  const std::string tok = !s.tokenizer.empty() ? s.tokenizer
-                          : model             ? lm::default_tokenizer(*model)
-                          : lm::model_arch(r.model) == "gpt2" ? "gpt2-tokenizer"
-                                                              : "stories260K/tok512.bin";
+  const std::string tok = s.tokenizer.empty() ? lm::default_tokenizer(lm::model_arch(r.model)) : s.tokenizer;
   r.tokenizer = lm::resolve_data_path(tok);
   r.text = lm::resolve_data_path(s.text);
   return r;
@@ -116,9 +113,8 @@ ResolvedSpec resolve(const ExtractSpec& s, const lm::LanguageModel* model) {
 
 LmExtractResult extract_activations(const ExtractSpec& spec, const std::string& out) {
   lm::check_text_format(spec.format);
-  const std::string model_path = lm::resolve_data_path(spec.model);
-  const std::unique_ptr<lm::LanguageModel> model = lm::load_language_model(model_path);
-  const ResolvedSpec files = resolve(spec, model.get());
+  const ResolvedSpec files = resolve(spec);
+  const std::unique_ptr<lm::LanguageModel> model = lm::load_language_model(files.model);
   const std::unique_ptr<lm::Tokenizer> tok = lm::load_tokenizer(files.tokenizer, *model);
   const std::vector<std::string> docs = lm::read_documents(files.text, spec.format);
   LmExtractOptions o;
@@ -142,7 +138,7 @@ LmExtractResult extract_activations(const ExtractSpec& spec, const std::string& 
 
 bool extracted_file_matches(const std::string& path, const ExtractSpec& spec) {
   const ActivationFile f(path);
-  const ResolvedSpec files = resolve(spec, nullptr);
+  const ResolvedSpec files = resolve(spec);
   return f.meta().model == file_name(files.model) && f.meta().tokenizer == file_name(files.tokenizer) &&
          f.attribute("text") == file_name(files.text) && f.meta().layer == std::to_string(spec.layer) &&
          f.meta().hook == "resid_post" && f.attribute("ctx") == std::to_string(spec.ctx) &&

@@ -9,7 +9,6 @@
 #include "core/log.h"
 #include "data/synthetic.h"
 #include "eval/loss_recovered.h"
-#include "eval/specialization.h"
 #include "run/record.h"
 #include "run/stream_source.h"
 #include "train/trainer.h"
@@ -66,9 +65,10 @@ void check_resumable(const std::string& ckpt, const std::string& yaml) {
 
 }  // namespace
 
-std::map<std::string, double> evaluate_lm_for_run(Sae& sae, const LmEvalConfig& lm, const ActivationFile& acts) {
+std::map<std::string, double> evaluate_lm_for_run(Sae& sae, const LmEvalConfig& lm, const EvalLm& loaded,
+                                                  const ActivationFile& acts) {
   const std::string docs = acts.attribute("documents");
-  return evaluate_lm(sae, lm, acts.meta().layer, acts.attribute("text"), docs.empty() ? -1 : std::stoll(docs));
+  return evaluate_lm(sae, lm, loaded, acts.meta().layer, acts.attribute("text"), docs.empty() ? -1 : std::stoll(docs));
 }
 
 std::string checkpoint_path_for(const std::string& record_path) { return record_path + ".ckpt.h5"; }
@@ -128,11 +128,12 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
 
   EvalReader reader = stream.eval_reader();
   // With an LM (lm.model) and token ids on file: the past-tense-verb specialization metrics too.
-  const std::unique_ptr<lm::Tokenizer> tok = load_eval_tokenizer(config.lm);
-  result.final =
-      evaluate_sae(*sae, reader, config.eval, config.train.batch_size, truth.get(), {&stream.file(), tok.get()});
+  const EvalLm loaded_lm = load_eval_lm(config.lm);  // once, for the specialization metrics and Loss Recovered
+  result.final = evaluate_sae(*sae, reader, config.eval, config.train.batch_size, truth.get(),
+                              {&stream.file(), loaded_lm.tokenizer.get()});
   if (config.lm.enabled())
-    for (const auto& [k, v] : evaluate_lm_for_run(*sae, config.lm, stream.file())) result.final.scalars[k] = v;
+    for (const auto& [k, v] : evaluate_lm_for_run(*sae, config.lm, loaded_lm, stream.file()))
+      result.final.scalars[k] = v;
   result.final.scalars["train_seconds"] = outcome.seconds;
   result.final.scalars["steps"] = double(outcome.steps_done);
 

@@ -9,6 +9,7 @@
 #include "data/activation_file.h"
 #include "data/activation_stream.h"
 #include "eval/evaluate.h"
+#include "eval/loss_recovered.h"
 #include "run/config.h"
 
 namespace moesae {
@@ -32,7 +33,8 @@ TrainRunResult train_run(const RunConfig& config, const TrainRunOptions& options
 
 // The `lm:` evaluation (Loss Recovered, ...) of a trained SAE, with the layer, text and documents recorded in the
 // attributes of its training activation file.
-std::map<std::string, double> evaluate_lm_for_run(Sae& sae, const LmEvalConfig& lm, const ActivationFile& acts);
+std::map<std::string, double> evaluate_lm_for_run(Sae& sae, const LmEvalConfig& lm, const EvalLm& loaded,
+                                                  const ActivationFile& acts);
 
 // The activation file a finished run is evaluated on: the run's data.path (or `data_override`), checked to exist and
 // to have the SAE's d, and its held-out split (the tail defined by the run's data settings) or every row.
