@@ -49,20 +49,15 @@ void ActivationWriter::append(const Tensor& rows, const Tensor& token_ids, const
   if (rows.rank() != 2 || rows.cols() != options_.d || rows.dtype() != DType::F32)
     fail("'", path_, "': cannot append ", rows.shape_str(), " ", dtype_name(rows.dtype()), " rows to dataset '",
          options_.dataset, "' of f32 rows with d=", options_.d);
-  if (options_.token_ids) {
-    if (!token_ids.defined() || token_ids.rank() != 1 || token_ids.rows() != rows.rows() ||
-        token_ids.dtype() != DType::I32)
-      fail("'", path_, "': appending ", rows.rows(), " rows needs ", rows.rows(), " i32 token ids (got ",
-           token_ids.defined() ? token_ids.shape_str() : std::string("none"), ")");
-    writer_.file().append_rows(token_ids_path(options_.dataset), token_ids);
-  }
-  if (options_.positions) {
-    if (!positions.defined() || positions.rank() != 1 || positions.rows() != rows.rows() ||
-        positions.dtype() != DType::I32)
-      fail("'", path_, "': appending ", rows.rows(), " rows needs ", rows.rows(), " i32 positions (got ",
-           positions.defined() ? positions.shape_str() : std::string("none"), ")");
-    writer_.file().append_rows(positions_path(options_.dataset), positions);
-  }
+  // A per-row i32 side dataset: one entry per appended row.
+  auto append_side = [&](const Tensor& values, const char* what, const std::string& dataset) {
+    if (!values.defined() || values.rank() != 1 || values.rows() != rows.rows() || values.dtype() != DType::I32)
+      fail("'", path_, "': appending ", rows.rows(), " rows needs ", rows.rows(), " i32 ", what, " (got ",
+           values.defined() ? values.shape_str() : std::string("none"), ")");
+    writer_.file().append_rows(dataset, values);
+  };
+  if (options_.token_ids) append_side(token_ids, "token ids", token_ids_path(options_.dataset));
+  if (options_.positions) append_side(positions, "positions", positions_path(options_.dataset));
   writer_.file().append_rows(options_.dataset, rows);
   rows_ += rows.rows();
 }
@@ -94,20 +89,16 @@ ActivationFile::ActivationFile(const std::string& path, const std::string& datas
     return "";
   };
   meta_ = {attr("model"), attr("layer"), attr("hook"), attr("tokenizer")};
-  const std::string ids = token_ids_path(dataset);
-  if (file_.exists(ids)) {
-    const auto ids_shape = file_.shape(ids);
-    if (ids_shape.size() != 1 || ids_shape[0] != tokens_)
-      fail("'", path, "': dataset '", ids, "' must be 1-D with ", tokens_, " entries (one per activation row)");
-    has_token_ids_ = true;
-  }
-  const std::string pos = positions_path(dataset);
-  if (file_.exists(pos)) {
-    const auto pos_shape = file_.shape(pos);
-    if (pos_shape.size() != 1 || pos_shape[0] != tokens_)
-      fail("'", path, "': dataset '", pos, "' must be 1-D with ", tokens_, " entries (one per activation row)");
-    has_positions_ = true;
-  }
+  // Optional per-row side datasets: present and one entry per activation row, or absent.
+  const auto side = [&](const std::string& name) {
+    if (!file_.exists(name)) return false;
+    const auto shape = file_.shape(name);
+    if (shape.size() != 1 || shape[0] != tokens_)
+      fail("'", path, "': dataset '", name, "' must be 1-D with ", tokens_, " entries (one per activation row)");
+    return true;
+  };
+  has_token_ids_ = side(token_ids_path(dataset));
+  has_positions_ = side(positions_path(dataset));
 }
 
 void ActivationFile::expect_d(int64_t expected_d, const std::string& who) const {
