@@ -138,4 +138,22 @@ class Backend {
 // The CPU reference backend (BLAS + threads). `threads` <= 0 means all cores.
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
 
+// A backend chosen by the run config (train.backend, train.threads, train.device, train.gemm_precision).
+enum class BackendKind { Cpu, Cuda };
+BackendKind parse_backend_kind(const std::string& name);  // "cpu" | "cuda"; fails otherwise
+const char* backend_kind_name(BackendKind kind);
+// Precision of the CUDA backend's dense products: fp32 (CUDA cores), tf32 (tensor cores, fp32 in and out, 10-bit
+// mantissa products), bf16 (inputs rounded to bf16, fp32 accumulation and output). The CPU backend is always fp32.
+enum class GemmPrecision { FP32, TF32, BF16 };
+GemmPrecision parse_gemm_precision(const std::string& name);  // "fp32" | "tf32" | "bf16"; fails otherwise
+const char* gemm_precision_name(GemmPrecision p);
+
+struct BackendOptions {
+  BackendKind kind = BackendKind::Cpu;
+  int threads = 0;   // cpu: threads (<= 0: all cores)
+  int device = -1;   // cuda: device index (-1: the local rank modulo the visible devices)
+  GemmPrecision gemm_precision = GemmPrecision::FP32;  // cuda
+};
+std::unique_ptr<Backend> make_backend(const BackendOptions& options);
+
 }  // namespace moesae

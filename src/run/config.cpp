@@ -246,6 +246,15 @@ Field<Cfg> enum_field(const char* key, E Cfg::*member, E (*parse)(const std::str
           [member, name](const Cfg& c) { return std::optional<Written>({name(c.*member)}); }};
 }
 
+// A field written by to_yaml only when its value differs from the default: keys added after runs were recorded
+// leave those runs' resolved YAML (and config hash) unchanged.
+template <typename Cfg>
+Field<Cfg> unless_default(Field<Cfg> f) {
+  auto write = f.write;
+  f.write = [write](const Cfg& c) { return write(c) && write(c)->text == write(Cfg{})->text ? std::nullopt : write(c); };
+  return f;
+}
+
 const std::vector<Field<DataConfig>>& data_fields() {
   static const std::vector<Field<DataConfig>> f = {
       string_field("path", &DataConfig::path, true),
@@ -304,6 +313,8 @@ const std::vector<Field<ModelConfig>>& model_fields() {
 // Model keys that are not fields of ModelConfig (handled after the table).
 const char* const kHeaviside = "heaviside";
 
+const Bound kAutoOrIndex{-1};  // -1: automatic, else an index >= 0
+
 const std::vector<Field<TrainConfig>>& train_fields() {
   static const std::vector<Field<TrainConfig>> f = {
       int_field("steps", &TrainConfig::steps, kAtLeastOne),
@@ -321,6 +332,10 @@ const std::vector<Field<TrainConfig>>& train_fields() {
       int_field("checkpoint_every", &TrainConfig::checkpoint_every, kNonNegative),
       bool_field("geometric_median_init", &TrainConfig::geometric_median_init),
       int_field("threads", &TrainConfig::threads, kNonNegative),
+      unless_default(enum_field("backend", &TrainConfig::backend, parse_backend_kind, backend_kind_name)),
+      unless_default(int_field("device", &TrainConfig::device, kAutoOrIndex)),
+      unless_default(enum_field("gemm_precision", &TrainConfig::gemm_precision, parse_gemm_precision,
+                                gemm_precision_name)),
   };
   return f;
 }
@@ -333,28 +348,12 @@ const std::vector<Field<EvalConfig>>& eval_fields() {
       int_field("batch_size", &EvalConfig::batch_size, kNonNegative),
       // The keys below are written only when they differ from their defaults, so that adding them left the resolved
       // YAML (and the config hash) of every existing run unchanged.
-      [] {
-        auto f = int_field("inter_expert_seed", &EvalConfig::inter_expert_seed, kNonNegative);
-        f.write = [](const EvalConfig& c) {
-          return c.inter_expert_seed == EvalConfig{}.inter_expert_seed
-                     ? std::nullopt
-                     : std::optional<Written>({std::to_string(c.inter_expert_seed)});
-        };
-        return f;
-      }(),
-      [] {
-        auto f = int_field("overlap_tokens", &EvalConfig::overlap_tokens, kNonNegative);
-        f.write = [](const EvalConfig& c) {
-          return c.overlap_tokens == EvalConfig{}.overlap_tokens ? std::nullopt
-                                                                 : std::optional<Written>({std::to_string(c.overlap_tokens)});
-        };
-        return f;
-      }(),
+      unless_default(int_field("inter_expert_seed", &EvalConfig::inter_expert_seed, kNonNegative)),
+      unless_default(int_field("overlap_tokens", &EvalConfig::overlap_tokens, kNonNegative)),
   };
   return f;
 }
 
-const Bound kAutoOrIndex{-1};  // -1: automatic, else an index >= 0
 
 const std::vector<Field<LmEvalConfig>>& lm_fields() {
   static const std::vector<Field<LmEvalConfig>> f = {

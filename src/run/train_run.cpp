@@ -97,7 +97,7 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
 
   check_lm_eval_files(config.lm);  // before training, not after
 
-  auto be = make_cpu_backend(config.train.threads);
+  auto be = make_backend(backend_options(config.train));
   auto sae = make_sae(config.model, *be);
   Rng rng(config.train.seed);
   sae->init(rng);

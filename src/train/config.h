@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <string>
 
+#include "backend/backend.h"
+
 namespace moesae {
 
 struct TrainConfig {
@@ -19,7 +21,20 @@ struct TrainConfig {
   int64_t checkpoint_every = 0;  // 0: only when the last step is done (and on SIGTERM/SIGINT, --stop-after)
   bool geometric_median_init = true;  // b_pre and b_r at the geometric median of the first batch
   int threads = 0;               // CPU threads (0: all cores)
+  BackendKind backend = BackendKind::Cpu;               // where the SAE trains: cpu | cuda
+  int device = -1;                                      // cuda: device index (-1: local rank modulo devices)
+  GemmPrecision gemm_precision = GemmPrecision::FP32;   // cuda: fp32 | tf32 | bf16
 };
+
+// The backend options of a training run (train.backend, threads, device, gemm_precision).
+inline BackendOptions backend_options(const TrainConfig& t) {
+  BackendOptions o;
+  o.kind = t.backend;
+  o.threads = t.threads;
+  o.device = t.device;
+  o.gemm_precision = t.gemm_precision;
+  return o;
+}
 
 // lr default of the references: 2e-4 / sqrt(F / 2^14).
 double default_lr(int64_t dict_size);

@@ -1,0 +1,29 @@
+// moesae CUDA backend: the Backend interface on one NVIDIA GPU (cuBLAS for dense products, own kernels for the
+// rest; see backend/cuda/kernels/). Plain C++ header: safe to include from host-only code.
+//
+// Device memory comes from plain stream-ordered allocations (cudaMallocAsync on the backend's stream, returned
+// to the device's memory pool when a tensor dies), never managed memory. Every operation is issued on one
+// stream; the only host round trips are downloads, the reductions returned to the host (sum, count_positive,
+// threshold_mask) and group_by_expert's per-expert counts. Operations are deterministic run to run (fixed
+// reduction orders; sorts are stable); results agree with the CPU reference to float rounding (exactly for
+// selections, ids and integer outputs).
+#pragma once
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+
+namespace moesae {
+
+struct CudaOptions {
+  int device = -1;  // -1: the local rank (OMPI/SLURM/MPI env vars) modulo the visible devices, else 0
+  GemmPrecision precision = GemmPrecision::FP32;  // see backend.h
+};
+
+// True when this binary was built with CUDA and a CUDA device is visible; `why` receives the reason otherwise.
+bool cuda_backend_available(std::string* why = nullptr);
+
+// Fails with a clear message when no device is usable (or the build has no CUDA).
+std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& options = {});
+
+}  // namespace moesae

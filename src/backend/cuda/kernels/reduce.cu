@@ -1,0 +1,180 @@
+// moesae CUDA kernels: reductions. Every sum is in double and in a fixed order (per-thread strided partials,
+// a fixed shared-memory tree per block, block partials added in block order), so results repeat bit for bit.
+#include <vector>
+
+#include "backend/cuda/kernels/kernels.h"
+
+namespace moesae::cuda {
+namespace {
+
+constexpr int kReduceBlocks = 1024;
+
+__device__ inline double warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ inline float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Shared-memory tree over the block's kThreads partials; thread 0 gets the block's sum.
+__device__ inline double block_sum(double v) {
+  __shared__ double s[kThreads];
+  s[threadIdx.x] = v;
+  __syncthreads();
+  for (int w = kThreads / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
+    __syncthreads();
+  }
+  return s[0];
+}
+
+template <typename T, typename F>
+__global__ void partial_sums_kernel(Mat<const T> x, F term, double* partial) {
+  const int64_t n = x.size(), stride = int64_t(gridDim.x) * kThreads;
+  double acc = 0;
+  for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < n; i += stride)
+    acc += term(x.at(i / x.cols, i % x.cols));
+  const double total = block_sum(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = total;
+}
+
+template <typename T, typename F>
+double reduce_to_host(const Ctx& ctx, Mat<const T> x, F term) {
+  if (x.size() == 0) return 0.0;
+  const int blocks = int(std::min<int64_t>(kReduceBlocks, (x.size() + kThreads - 1) / kThreads));
+  Scratch<double> part(ctx, blocks);
+  partial_sums_kernel<<<blocks, kThreads, 0, ctx.stream>>>(x, term, part.get());
+  MOESAE_LAUNCHED();
+  std::vector<double> host(blocks);
+  MOESAE_CUDA(cudaMemcpyAsync(host.data(), part.get(), blocks * sizeof(double), cudaMemcpyDeviceToHost, ctx.stream));
+  MOESAE_CUDA(cudaStreamSynchronize(ctx.stream));
+  double s = 0;
+  for (double v : host) s += v;
+  return s;
+}
+
+// Column sums, phase 1: rows in chunks of kChunkRows; each thread adds one column of one chunk in row order.
+constexpr int64_t kChunkRows = 256;
+__global__ void column_partials_kernel(Mat<const float> a, bool squares, double* part) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= a.cols) return;
+  const int64_t r0 = blockIdx.y * kChunkRows, r1 = min(a.rows, r0 + kChunkRows);
+  double acc = 0;
+  for (int64_t r = r0; r < r1; ++r) {
+    const double v = a.at(r, c);
+    acc += squares ? v * v : v;
+  }
+  part[blockIdx.y * a.cols + c] = acc;
+}
+
+// One warp per row: f(row index, lane) in each lane; rows spread over blocks of 8 warps.
+template <typename F>
+__global__ void warp_rows_kernel(int64_t rows, F f) {
+  const int64_t r = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
+  if (r < rows) f(r, int(threadIdx.x % 32));
+}
+template <typename F>
+void for_each_row_warp(const Ctx& ctx, int64_t rows, F f) {
+  if (rows <= 0) return;
+  constexpr int warps = kThreads / 32;
+  warp_rows_kernel<<<unsigned((rows + warps - 1) / warps), kThreads, 0, ctx.stream>>>(rows, f);
+  MOESAE_LAUNCHED();
+}
+
+}  // namespace
+
+double reduce_all(const Ctx& ctx, Mat<const float> x, ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return reduce_to_host(ctx, x, [] __device__(float v) { return double(v); });
+    case ReduceOp::SumSquares: return reduce_to_host(ctx, x, [] __device__(float v) { return double(v) * v; });
+    case ReduceOp::CountPositive:
+      return reduce_to_host(ctx, x, [] __device__(float v) { return v > 0.f ? 1.0 : 0.0; });
+  }
+  return 0.0;
+}
+
+int64_t count_nonzero(const Ctx& ctx, Mat<const int32_t> x) {
+  return static_cast<int64_t>(reduce_to_host(ctx, x, [] __device__(int32_t v) { return v != 0 ? 1.0 : 0.0; }));
+}
+
+void column_sums(const Ctx& ctx, Mat<const float> a, bool squares, double* out) {
+  const int64_t cols = a.cols, chunks = (a.rows + kChunkRows - 1) / kChunkRows;
+  if (cols == 0) return;
+  if (chunks == 0) {
+    MOESAE_CUDA(cudaMemsetAsync(out, 0, cols * sizeof(double), ctx.stream));
+    return;
+  }
+  Scratch<double> part(ctx, chunks * cols);
+  double* pp = part.get();
+  const dim3 grid(unsigned((cols + kThreads - 1) / kThreads), unsigned(chunks));
+  column_partials_kernel<<<grid, kThreads, 0, ctx.stream>>>(a, squares, pp);
+  MOESAE_LAUNCHED();
+  for_each(ctx, cols, [=] __device__(int64_t c) {
+    double s = 0;
+    for (int64_t q = 0; q < chunks; ++q) s += pp[q * cols + c];
+    out[c] = s;
+  });
+}
+
+void row_squared_error(const Ctx& ctx, Mat<const float> a, Mat<const float> b, float* out) {
+  for_each_row_warp(ctx, a.rows, [=] __device__(int64_t r, int lane) {
+    double s = 0;
+    for (int64_t j = lane; j < a.cols; j += 32) {
+      const double d = double(a.at(r, j)) - b.at(r, j);
+      s += d * d;
+    }
+    s = warp_sum(s);
+    if (lane == 0) out[r] = static_cast<float>(s);
+  });
+}
+
+void softmax_rows(const Ctx& ctx, Mat<const float> logits, Mat<float> probs) {
+  for_each_row_warp(ctx, logits.rows, [=] __device__(int64_t r, int lane) {
+    float mx = -INFINITY;
+    for (int64_t j = lane; j < logits.cols; j += 32) mx = fmaxf(mx, logits.at(r, j));
+    mx = warp_max(mx);
+    double s = 0;
+    for (int64_t j = lane; j < logits.cols; j += 32) {
+      const float p = expf(logits.at(r, j) - mx);
+      probs.at(r, j) = p;
+      s += p;
+    }
+    s = warp_sum(s);
+    const float inv = static_cast<float>(1.0 / s);
+    for (int64_t j = lane; j < logits.cols; j += 32) probs.at(r, j) *= inv;
+  });
+}
+
+void softmax_rows_backward(const Ctx& ctx, Mat<const float> probs, Mat<const float> dprobs, Mat<float> dlogits) {
+  for_each_row_warp(ctx, probs.rows, [=] __device__(int64_t r, int lane) {
+    double s = 0;
+    for (int64_t j = lane; j < probs.cols; j += 32) s += double(probs.at(r, j)) * dprobs.at(r, j);
+    s = warp_sum(s);
+    for (int64_t j = lane; j < probs.cols; j += 32)
+      dlogits.at(r, j) = static_cast<float>(probs.at(r, j) * (dprobs.at(r, j) - s));
+  });
+}
+
+void normalize_rows(const Ctx& ctx, Mat<float> w, float eps) {
+  for_each_row_warp(ctx, w.rows, [=] __device__(int64_t r, int lane) {
+    double s = 0;
+    for (int64_t j = lane; j < w.cols; j += 32) s += double(w.at(r, j)) * w.at(r, j);
+    s = warp_sum(s);
+    const float inv = static_cast<float>(1.0 / (sqrt(s) + eps));
+    for (int64_t j = lane; j < w.cols; j += 32) w.at(r, j) *= inv;
+  });
+}
+
+void project_out_rows(const Ctx& ctx, Mat<float> g, Mat<const float> w) {
+  for_each_row_warp(ctx, g.rows, [=] __device__(int64_t r, int lane) {
+    double s = 0;
+    for (int64_t j = lane; j < g.cols; j += 32) s += double(g.at(r, j)) * w.at(r, j);
+    s = warp_sum(s);
+    const float a = static_cast<float>(s);
+    for (int64_t j = lane; j < g.cols; j += 32) g.at(r, j) -= a * w.at(r, j);
+  });
+}
+
+}  // namespace moesae::cuda

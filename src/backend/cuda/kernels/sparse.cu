@@ -1,0 +1,145 @@
+// moesae CUDA kernels: products with sparse codes (ids [B, k], -1 = empty slot) — the sparse decode of Eq. 1/5
+// and its gradients — and the ordered scatter-add. One block per output row; every sum runs in slot order, and
+// the gradient scatters are turned into gathers by grouping the (b, j) entries by latent (segments.cu).
+#include "backend/cuda/kernels/kernels.h"
+
+namespace moesae::cuda {
+namespace {
+
+int threads_for(int64_t d) { return int(std::min<int64_t>(256, std::max<int64_t>(32, (d + 31) / 32 * 32))); }
+
+// out[b] = beta out[b] + sum_j coef[b,j] W[ids[b,j]]: threads over the columns, slots in j order.
+__global__ void sparse_matmul_kernel(Mat<const float> coef, Mat<const int32_t> ids, Mat<const float> w, float beta,
+                                     Mat<float> out, int* err) {
+  constexpr int kSlots = 128;  // slots staged in shared memory at a time
+  __shared__ int32_t s_id[kSlots];
+  __shared__ float s_coef[kSlots];
+  const int64_t b = blockIdx.x, d = out.cols, k = ids.cols;
+  constexpr int kPerThread = 4;  // columns per thread held in registers
+  for (int64_t t0 = 0; t0 < d; t0 += int64_t(blockDim.x) * kPerThread) {
+    float acc[kPerThread];
+#pragma unroll
+    for (int u = 0; u < kPerThread; ++u) {
+      const int64_t t = t0 + threadIdx.x + int64_t(u) * blockDim.x;
+      acc[u] = t < d ? (beta == 0.f ? 0.f : (beta == 1.f ? out.at(b, t) : beta * out.at(b, t))) : 0.f;
+    }
+    for (int64_t j0 = 0; j0 < k; j0 += kSlots) {
+      const int64_t n = min(int64_t(kSlots), k - j0);
+      __syncthreads();
+      for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+        int32_t f = ids.at(b, j0 + j);
+        if (f < -1 || f >= w.rows) {
+          report(err, kErrSparseMatmul);
+          f = -1;
+        }
+        s_id[j] = f;
+        s_coef[j] = coef.at(b, j0 + j);
+      }
+      __syncthreads();
+      for (int64_t j = 0; j < n; ++j) {
+        const int32_t f = s_id[j];
+        if (f < 0) continue;
+        const float a = s_coef[j];
+#pragma unroll
+        for (int u = 0; u < kPerThread; ++u) {
+          const int64_t t = t0 + threadIdx.x + int64_t(u) * blockDim.x;
+          if (t < d) acc[u] += a * w.at(f, t);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kPerThread; ++u) {
+      const int64_t t = t0 + threadIdx.x + int64_t(u) * blockDim.x;
+      if (t < d) out.at(b, t) = acc[u];
+    }
+  }
+}
+
+// out[b,j] = x[b] . W[ids[b,j]]: x[b] in shared memory, one warp per slot, lanes over the columns.
+__global__ void sparse_dot_kernel(Mat<const float> x, Mat<const int32_t> ids, Mat<const float> w, Mat<float> out,
+                                  int* err) {
+  extern __shared__ float s_x[];
+  const int64_t b = blockIdx.x, d = x.cols;
+  for (int64_t t = threadIdx.x; t < d; t += blockDim.x) s_x[t] = x.at(b, t);
+  __syncthreads();
+  const int lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (int64_t j = threadIdx.x / 32; j < ids.cols; j += warps) {
+    const int32_t f = ids.at(b, j);
+    if (f < 0 || f >= w.rows) {
+      if (lane == 0) {
+        if (f != -1) report(err, kErrSparseDot);
+        out.at(b, j) = 0.f;
+      }
+      continue;
+    }
+    float s = 0.f;
+    for (int64_t t = lane; t < d; t += 32) s += s_x[t] * w.at(f, t);
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) out.at(b, j) = s;
+  }
+}
+
+// G[f] += alpha coef[b,j] x[b] for the entries of latent f (order[offsets[f] .. offsets[f+1]) = b * k + j,
+// increasing): one block per latent, threads over the columns.
+__global__ void outer_add_kernel(Mat<const float> coef, Mat<const float> x, int64_t k, float alpha,
+                                 const int32_t* order, const int32_t* offsets, Mat<float> g) {
+  const int64_t f = blockIdx.x;
+  const int32_t e0 = offsets[f], e1 = offsets[f + 1];
+  if (e0 == e1) return;
+  for (int64_t t = threadIdx.x; t < g.cols; t += blockDim.x) {
+    float acc = g.at(f, t);
+    for (int32_t e = e0; e < e1; ++e) {
+      const int64_t b = order[e] / k, j = order[e] % k;
+      acc += (alpha * coef.at(b, j)) * x.at(b, t);
+    }
+    g.at(f, t) = acc;
+  }
+}
+
+}  // namespace
+
+void sparse_rows_matmul(const Ctx& ctx, Mat<const float> coef, Mat<const int32_t> ids, Mat<const float> w,
+                        float beta, Mat<float> out) {
+  if (out.rows == 0 || out.cols == 0) return;
+  sparse_matmul_kernel<<<unsigned(out.rows), threads_for((out.cols + 3) / 4), 0, ctx.stream>>>(coef, ids, w, beta,
+                                                                                                out, ctx.error);
+  MOESAE_LAUNCHED();
+}
+
+void sparse_rows_dot(const Ctx& ctx, Mat<const float> x, Mat<const int32_t> ids, Mat<const float> w,
+                     Mat<float> out) {
+  if (out.rows == 0 || out.cols == 0) return;
+  const size_t smem = size_t(x.cols) * sizeof(float);
+  MOESAE_CHECK(smem <= 48 * 1024, "sparse_rows_dot on CUDA supports d <= 12288, got d=", x.cols);
+  sparse_dot_kernel<<<unsigned(out.rows), 256, smem, ctx.stream>>>(x, ids, w, out, ctx.error);
+  MOESAE_LAUNCHED();
+}
+
+void sparse_rows_outer_add(const Ctx& ctx, Mat<const float> coef, Mat<const int32_t> ids, Mat<const float> x,
+                           float alpha, Mat<float> g) {
+  const int64_t n = ids.rows * ids.cols, F = g.rows;
+  if (n == 0 || F == 0 || g.cols == 0) return;
+  // The (b, j) entries as a flat key array (ids may be a strided view).
+  Scratch<int32_t> keys(ctx, n), order(ctx, n), offsets(ctx, F + 1);
+  int32_t* kp = keys.get();
+  const int64_t k = ids.cols;
+  for_each(ctx, n, [=] __device__(int64_t i) { kp[i] = ids.at(i / k, i % k); });
+  group_by_key(ctx, kp, n, F, order.get(), offsets.get(), kErrSparseOuterAdd);
+  outer_add_kernel<<<unsigned(F), threads_for(g.cols), 0, ctx.stream>>>(coef, x, k, alpha, order.get(),
+                                                                         offsets.get(), g);
+  MOESAE_LAUNCHED();
+}
+
+void scatter_add(const Ctx& ctx, const float* src, const int32_t* idx, int64_t n, float* dst, int64_t dst_size) {
+  if (n == 0 || dst_size == 0) return;
+  Scratch<int32_t> order(ctx, n), offsets(ctx, dst_size + 1);
+  group_by_key(ctx, idx, n, dst_size, order.get(), offsets.get(), kErrScatterAdd);
+  const int32_t *op = order.get(), *off = offsets.get();
+  for_each(ctx, dst_size, [=] __device__(int64_t f) {
+    float acc = dst[f];
+    for (int32_t e = off[f]; e < off[f + 1]; ++e) acc += src[op[e]];
+    dst[f] = acc;
+  });
+}
+
+}  // namespace moesae::cuda
