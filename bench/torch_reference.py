@@ -1,36 +1,51 @@
 #!/usr/bin/python3
-"""Straightforward PyTorch training steps for bench/bench_train_step (the peer in its ratios).
+"""Straightforward PyTorch training steps for bench/bench_train_step and bench/bench_cuda (the peer in their ratios).
 
 TopK SAE: dense encoder, ReLU, top-k, dense decode of the scattered code, MSE, backward, Adam.
 Scale SAE as the reference code computes it: every expert's encoder densely for every token, masked to the top-e
 experts, global top-k, weighted dense decode, load-balancing loss, backward, Adam.
 Reads the same activations (raw float32 [N, d]) the C++ benchmark uses; prints one JSON line of tokens/s.
+
+--device cpu (default) is what bench_train_step runs: fastest timed step, output unchanged. --device cuda (or
+cuda:N) runs the same steps on a GPU, synchronising (torch.cuda.synchronize) before and after each timed step;
+--stat median reports the median timed step (bench_cuda's statistic) and --precision picks the float32 matmul mode
+(fp32: exact float32 GEMMs, tf32: tensor-core TF32, the peer of moesae's gemm precisions of the same names).
 """
 import argparse
 import json
+import statistics
+import sys
 import time
 
 import numpy as np
 import torch
 
 
-def timed_steps(step, steps, warmup):
-    """Seconds of the fastest of `steps` timed steps (after `warmup` untimed ones), as the C++ side measures."""
+def timed_steps(step, steps, warmup, sync=None, stat="best"):
+    """Seconds of the fastest (stat "best") or median (stat "median") of `steps` timed steps, after `warmup`
+    untimed ones, as the C++ side measures. `sync` (torch.cuda.synchronize on a GPU) runs before the clock starts
+    and before it is read, so a step's time includes all of its queued device work."""
     for _ in range(warmup):
         step()
-    best = float("inf")
+    times = []
     for _ in range(steps):
+        if sync:
+            sync()
         t0 = time.perf_counter()
         step()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t0)
+    if stat == "median":
+        return statistics.median(times)
+    return min(times)
 
 
 def topk_sae(x, F, k, lr):
-    d = x.shape[1]
-    W_enc = torch.nn.Parameter(torch.empty(F, d).uniform_(-d ** -0.5, d ** -0.5))
+    d, dev = x.shape[1], x.device
+    W_enc = torch.nn.Parameter(torch.empty(F, d, device=dev).uniform_(-d ** -0.5, d ** -0.5))
     W_dec = torch.nn.Parameter(W_enc.detach().clone() / W_enc.detach().norm(dim=1, keepdim=True))
-    b_pre = torch.nn.Parameter(torch.zeros(d))
+    b_pre = torch.nn.Parameter(torch.zeros(d, device=dev))
     opt = torch.optim.Adam([W_enc, W_dec, b_pre], lr=lr)
 
     def step():
@@ -47,13 +62,13 @@ def topk_sae(x, F, k, lr):
 
 
 def scale_sae_dense(x, F, E, e, k, lr):
-    d = x.shape[1]
+    d, dev = x.shape[1], x.device
     n = F // E
-    W_enc = torch.nn.Parameter(torch.empty(F, d).uniform_(-d ** -0.5, d ** -0.5))
+    W_enc = torch.nn.Parameter(torch.empty(F, d, device=dev).uniform_(-d ** -0.5, d ** -0.5))
     W_dec = torch.nn.Parameter(W_enc.detach().clone() / W_enc.detach().norm(dim=1, keepdim=True))
-    W_r = torch.nn.Parameter(torch.empty(E, d).uniform_(-d ** -0.5, d ** -0.5))
-    b_pre = torch.nn.Parameter(torch.zeros(d))
-    omega = torch.nn.Parameter(torch.zeros(E))
+    W_r = torch.nn.Parameter(torch.empty(E, d, device=dev).uniform_(-d ** -0.5, d ** -0.5))
+    b_pre = torch.nn.Parameter(torch.zeros(d, device=dev))
+    omega = torch.nn.Parameter(torch.zeros(E, device=dev))
     params = [W_enc, W_dec, W_r, b_pre, omega]
     opt = torch.optim.Adam(params, lr=lr)
 
@@ -71,7 +86,8 @@ def scale_sae_dense(x, F, E, e, k, lr):
         vals, idx = masked.topk(k, dim=1)
         z = torch.zeros_like(pre).scatter(1, idx, vals) * weights
         x_hat = z @ W_dec + b_pre
-        frac = torch.zeros(E).scatter_add(0, top_i.flatten(), torch.ones(top_i.numel())) / top_i.numel()
+        frac = torch.zeros(E, device=dev).scatter_add(0, top_i.flatten(),
+                                                      torch.ones(top_i.numel(), device=dev)) / top_i.numel()
         lb = E * (frac * p.mean(dim=0)).sum()
         loss = (x - x_hat).pow(2).mean() + 3.0 * lb
         loss.backward()
@@ -93,18 +109,46 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--which", default="topk,scale")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    ap.add_argument("--stat", choices=["best", "median"], default="best",
+                    help="statistic over the timed steps (default: best, the fastest step)")
+    ap.add_argument("--precision", choices=["fp32", "tf32"], default="fp32",
+                    help="float32 matmul mode on a GPU: fp32 (exact) or tf32 (tensor cores); cuda only")
     a = ap.parse_args()
+    gpu = a.device != "cpu"
+    if gpu:
+        if not a.device.startswith("cuda"):
+            sys.exit(f"torch_reference.py: unknown --device '{a.device}' (expected cpu, cuda or cuda:N)")
+        if not torch.cuda.is_available():
+            sys.exit(f"torch_reference.py: --device {a.device} requested but torch {torch.__version__} sees no "
+                     f"usable CUDA device (torch.cuda.is_available() is False; built for CUDA "
+                     f"{torch.version.cuda or 'none: a CPU-only build'})")
+        device = torch.device(a.device)
+        torch.cuda.set_device(device)
+        torch.set_float32_matmul_precision("highest" if a.precision == "fp32" else "high")
+        sync = torch.cuda.synchronize
+    else:
+        if a.precision != "fp32":
+            sys.exit("torch_reference.py: --precision applies to --device cuda only")
+        device = torch.device("cpu")
+        sync = None
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    x = torch.from_numpy(np.fromfile(a.acts, dtype=np.float32).reshape(-1, a.d)[: a.batch].copy())
+    x = torch.from_numpy(np.fromfile(a.acts, dtype=np.float32).reshape(-1, a.d)[: a.batch].copy()).to(device)
     lr = 2e-4 / (a.dict_size / 2 ** 14) ** 0.5
     out = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    if gpu:
+        out.update({"device": str(device), "gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda,
+                    "precision": a.precision})
+    if gpu or a.stat != "best":
+        out["stat"] = a.stat
     if "topk" in a.which:
-        t = timed_steps(topk_sae(x, a.dict_size, a.k, lr), a.steps, a.warmup)
+        t = timed_steps(topk_sae(x, a.dict_size, a.k, lr), a.steps, a.warmup, sync, a.stat)
         out["topk_tokens_per_s"] = a.batch / t
     if "scale" in a.which:
-        t = timed_steps(scale_sae_dense(x, a.dict_size, a.experts, a.active, a.k, lr), a.steps, a.warmup)
+        t = timed_steps(scale_sae_dense(x, a.dict_size, a.experts, a.active, a.k, lr), a.steps, a.warmup, sync,
+                        a.stat)
         out["scale_dense_tokens_per_s"] = a.batch / t
     print(json.dumps(out))
 
