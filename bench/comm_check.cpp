@@ -26,6 +26,9 @@
 #include "comm/communicator.h"
 #include "comm/mpi_comm.h"
 #include "comm/mpi_header.h"
+#ifdef MOESAE_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
 
 using namespace moesae;
 using namespace moesae::comm;
@@ -300,6 +303,82 @@ void run_bench(MpiComm& c) {
 
 }  // namespace
 
+#ifdef MOESAE_HAVE_CUDA
+// The checks keep their data on the host; a communicator on device buffers (NCCL) gets each call's buffers staged
+// through device memory by this decorator (copied in, the collective run on the device copies, copied back).
+class DeviceStaged final : public Communicator {
+ public:
+  explicit DeviceStaged(std::unique_ptr<Communicator> inner) : inner_(std::move(inner)) {}
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  std::string name() const override { return inner_->name() + " (host data staged through device buffers)"; }
+  void barrier() override { inner_->barrier(); }
+
+ protected:
+  struct DeviceCopy {
+    void* p = nullptr;
+    size_t bytes;
+    DeviceCopy(const void* host, size_t b) : bytes(b) {
+      cuda_ok(cudaMalloc(&p, std::max<size_t>(bytes, 8)), "cudaMalloc");
+      if (host && bytes) cuda_ok(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to device");
+    }
+    void back(void* host) const {
+      if (bytes) cuda_ok(cudaMemcpy(host, p, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy to host");
+    }
+    ~DeviceCopy() { cudaFree(p); }
+  };
+  static void cuda_ok(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) fail(what, ": ", cudaGetErrorString(e));
+  }
+  template <typename F>
+  static void typed(ElemType t, void* p, F&& f) {
+    switch (t) {
+      case ElemType::F32: f(static_cast<float*>(p)); break;
+      case ElemType::F64: f(static_cast<double*>(p)); break;
+      case ElemType::I32: f(static_cast<int32_t*>(p)); break;
+      case ElemType::I64: f(static_cast<int64_t*>(p)); break;
+    }
+  }
+  void all_reduce_raw(void* data, size_t n, ElemType t, ReduceOp op) override {
+    DeviceCopy d(data, n * elem_size(t));
+    typed(t, d.p, [&](auto* p) { inner_->all_reduce(p, n, op); });
+    d.back(data);
+  }
+  void all_gather_raw(const void* send, size_t n, void* recv, ElemType t) override {
+    DeviceCopy s(send, n * elem_size(t)), r(nullptr, n * size_t(size()) * elem_size(t));
+    typed(t, s.p, [&](auto* p) { inner_->all_gather(p, n, static_cast<decltype(p)>(r.p)); });
+    r.back(recv);
+  }
+  void broadcast_raw(void* data, size_t n, ElemType t, int root) override {
+    DeviceCopy d(data, n * elem_size(t));
+    typed(t, d.p, [&](auto* p) { inner_->broadcast(p, n, root); });
+    d.back(data);
+  }
+  void exchange_counts_raw(const int64_t* send_counts, int64_t* recv_counts) override {
+    const auto r = inner_->exchange_counts(std::vector<int64_t>(send_counts, send_counts + size()));
+    std::copy(r.begin(), r.end(), recv_counts);
+  }
+  void all_to_all_v_raw(const void* send, const std::vector<int64_t>& send_counts,
+                        const std::vector<int64_t>& send_offsets, void* recv, const std::vector<int64_t>& recv_counts,
+                        const std::vector<int64_t>& recv_offsets, ElemType t) override {
+    auto extent = [](const std::vector<int64_t>& c, const std::vector<int64_t>& o) {
+      int64_t e = 0;
+      for (size_t i = 0; i < c.size(); ++i) e = std::max(e, o[i] + c[i]);
+      return size_t(e);
+    };
+    DeviceCopy s(send, extent(send_counts, send_offsets) * elem_size(t));
+    DeviceCopy r(recv, extent(recv_counts, recv_offsets) * elem_size(t));  // untouched regions keep their values
+    typed(t, s.p, [&](auto* p) {
+      inner_->all_to_all_v(p, send_counts, send_offsets, static_cast<decltype(p)>(r.p), recv_counts, recv_offsets);
+    });
+    r.back(recv);
+  }
+
+ private:
+  std::unique_ptr<Communicator> inner_;
+};
+#endif
+
 int main(int argc, char** argv) {
   std::string kind = "mpi";
   int kill_rank = -1, inject_rank = -1;
@@ -327,6 +406,9 @@ int main(int argc, char** argv) {
   try {
     MpiRuntime mpi(&argc, &argv);
     std::unique_ptr<Communicator> c = make_communicator(kind);
+#ifdef MOESAE_HAVE_CUDA
+    if (c->device_buffers()) c = std::make_unique<DeviceStaged>(std::move(c));
+#endif
     g_rank = c->rank();
     if (kill_rank >= c->size()) fail("--kill-rank ", kill_rank, " is not a rank of ", c->size());
     if (bench) {
