@@ -74,7 +74,7 @@ class CudaBackend final : public Backend {
     MOESAE_CUDA(cudaSetDevice(dev));
     MOESAE_CUDA(cudaStreamCreateWithFlags(&owner_->stream, cudaStreamNonBlocking));
     MOESAE_CUDA(cudaMalloc(reinterpret_cast<void**>(&owner_->error), sizeof(int)));
-    MOESAE_CUDA(cudaMemset(owner_->error, 0, sizeof(int)));
+    MOESAE_CUDA(cudaMemsetAsync(owner_->error, 0, sizeof(int), owner_->stream));
     // Keep freed blocks in the device's pool (no return to the driver between steps).
     cudaMemPool_t pool;
     MOESAE_CUDA(cudaDeviceGetDefaultMemPool(&pool, dev));

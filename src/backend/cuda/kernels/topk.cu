@@ -175,9 +175,9 @@ template <int THREADS, bool CACHE>
 void launch(const Ctx& ctx, Mat<const float> x, int k, int p2, Mat<float> vals, Mat<int32_t> idx,
             const int32_t* mask) {
   const size_t smem = size_t(2 * p2) * 4 + (CACHE ? size_t(x.cols) * 4 : 0);
-  if (smem > 48 * 1024)
-    MOESAE_CUDA(cudaFuncSetAttribute(topk_kernel<THREADS, CACHE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(smem)));
+  // The 48 KiB default covers static + dynamic shared memory: opt in to more whenever the sum exceeds it.
+  MOESAE_CUDA(cudaFuncSetAttribute(topk_kernel<THREADS, CACHE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   int(smem)));
   topk_kernel<THREADS, CACHE><<<unsigned(x.rows), THREADS, smem, ctx.stream>>>(x, k, p2, vals, idx, mask);
   MOESAE_LAUNCHED();
 }
@@ -189,8 +189,12 @@ void topk_rows(const Ctx& ctx, Mat<const float> x, int k, Mat<float> vals, Mat<i
   MOESAE_CHECK(k > 0 && k <= kMaxTopK, "topk_rows on CUDA supports 1 <= k <= ", kMaxTopK, ", got k=", k);
   int p2 = 1;
   while (p2 < k) p2 <<= 1;
-  const bool cache = x.cols <= kCachedCols;
-  if (x.cols <= 2048) {
+  // Cache the row's keys in shared memory when they fit the device's opt-in limit (with room for the rest).
+  int device = 0, optin = 0;
+  MOESAE_CUDA(cudaGetDevice(&device));
+  MOESAE_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const bool cache = x.cols <= kCachedCols && size_t(x.cols) * 4 + size_t(2 * p2) * 4 + 8192 <= size_t(optin);
+  if (x.cols <= 2048 && cache) {
     launch<128, true>(ctx, x, k, p2, vals, idx, mask);
   } else if (cache) {
     launch<512, true>(ctx, x, k, p2, vals, idx, mask);
