@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "comm/communicator.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -37,9 +38,11 @@ int main(int argc, char** argv) {
       if (c.sub->parsed()) return c.run();
   } catch (const Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
+    comm::abort_job_after_error(1);  // under mpirun: the other ranks must not wait for this one
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
+    comm::abort_job_after_error(1);
     return 1;
   }
   return 0;

@@ -56,6 +56,18 @@ void abort_on_timeout(int rank, const std::string& collective, double seconds) {
   _exit(3);
 }
 
+void abort_job_after_error(int exit_code) {
+  int init = 0, fin = 0, size = 1;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (!init || fin) return;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size > 1) {
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, exit_code);
+  }
+}
+
 Communicator::Communicator() : timeout_s_(timeout_from_env()) {}
 
 void Communicator::set_timeout(double seconds) {

@@ -39,6 +39,10 @@ double timeout_from_env();
 // Prints the one-line timeout error for `collective` and terminates the job (MPI_Abort when MPI is initialized,
 // else _exit). Never returns.
 [[noreturn]] void abort_on_timeout(int rank, const std::string& collective, double seconds);
+// After an error has been reported on this rank of a multi-rank MPI job: aborts the whole job (MPI_Abort), so that
+// no other rank waits for this one in a collective. Returns without doing anything when MPI is not running or the
+// job has one rank.
+void abort_job_after_error(int exit_code);
 
 class Communicator {
  public:

@@ -1,6 +1,9 @@
 #include "run/train_run.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
+#include <thread>
 #include <map>
 #include <set>
 
@@ -8,7 +11,9 @@
 
 #include "core/log.h"
 #include "data/synthetic.h"
+#include "comm/communicator.h"
 #include "eval/loss_recovered.h"
+#include "parallel/data_parallel.h"
 #include "run/record.h"
 #include "run/stream_source.h"
 #include "train/trainer.h"
@@ -79,30 +84,53 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   if (config.data.path.empty()) fail("data.path is not set: give the activation file in the config or with --set data.path=...");
   if (!std::filesystem::exists(config.data.path))
     fail("data.path: activation file '", config.data.path, "' does not exist");
-  ActivationStream stream(config.data, config.train.seed);
+  // Under mpirun/srun with several ranks: data parallelism (parallel/data_parallel.h), each rank on its own shard.
+  std::unique_ptr<comm::Communicator> comm = comm::make_communicator("auto");
+  const int rank = comm->rank(), ranks = comm->size();
+  if (rank > 0) spdlog::set_level(spdlog::level::warn);  // one progress log: rank 0's
+  if (ranks > 1 && config.train.batch_size % ranks != 0)
+    fail("train.batch_size ", config.train.batch_size, " does not split evenly over ", ranks,
+         " data-parallel ranks (use a multiple of ", ranks, ")");
+  BackendOptions backend = backend_options(config.train);
+  if (ranks > 1 && backend.threads == 0 && !std::getenv("OMP_NUM_THREADS")) {
+    // Ranks sharing a machine share its cores (spinning OpenMP threads of several ranks on one core are slow).
+    int local = 1;
+    for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
+      if (const char* v = std::getenv(var)) {
+        local = std::max(1, std::atoi(v));
+        break;
+      }
+    backend.threads = std::max(1, int(std::thread::hardware_concurrency()) / local);  // not in the config: resumable
+  }
+  ActivationStream stream(config.data, config.train.seed, rank, ranks);
   if (stream.eval_rows().size() == 0)  // checked now rather than after training, by the final evaluation
     fail("no held-out tokens to evaluate on: data.eval_fraction and data.eval_tokens are both 0");
   if (config.model.d != 0 && config.model.d != stream.d())
     fail("model.d is ", config.model.d, " but '", config.data.path, "' has d=", stream.d());
   config.model.d = static_cast<int>(stream.d());
   validate(config.model);
-  if (config.train.batch_size > stream.train_rows().size())
-    spdlog::warn("train.batch_size {} exceeds the {} training rows of '{}': batches repeat rows within an epoch",
-                 config.train.batch_size, stream.train_rows().size(), config.data.path);
+  if (config.train.batch_size / ranks > stream.train_rows().size())
+    spdlog::warn("train.batch_size {} exceeds the {} training rows of '{}'{}: batches repeat rows within an epoch",
+                 config.train.batch_size / ranks, stream.train_rows().size(), config.data.path,
+                 ranks > 1 ? " (this rank's share and shard)" : "");
   const std::string yaml = to_yaml(config);
   const std::string ckpt = checkpoint_path_for(opt.out);
   if (auto dir = std::filesystem::path(opt.out).parent_path(); !dir.empty()) std::filesystem::create_directories(dir);
-  if (opt.restart && std::filesystem::exists(ckpt)) std::filesystem::remove(ckpt);
+  if (opt.restart && rank == 0 && std::filesystem::exists(ckpt)) std::filesystem::remove(ckpt);
+  comm->barrier();  // every rank sees the same checkpoint (or none)
   if (std::filesystem::exists(ckpt)) check_resumable(ckpt, yaml);
 
   check_lm_eval_files(config.lm);  // before training, not after
 
-  auto be = make_backend(backend_options(config.train));
+  auto be = make_backend(backend);
   auto sae = make_sae(config.model, *be);
   Rng rng(config.train.seed);
   sae->init(rng);
-  StreamBatchSource source(stream);
+  StreamBatchSource local_source(stream);
+  DataParallelSource source(local_source, *comm);
+  DataParallel dp(*comm);
   Trainer trainer(config.train, *sae, source);
+  if (ranks > 1) trainer.set_data_parallel(&dp);
   trainer.set_checkpoint(ckpt, yaml);
   std::unique_ptr<Tensor> truth;
   if (has_ground_truth(config.data.path)) truth = std::make_unique<Tensor>(read_ground_truth(config.data.path));
@@ -115,16 +143,23 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   } catch (const Error& e) {
     fail("cannot resume from '", ckpt, "': ", e.what(), "; ", kStartOver);
   }
-  spdlog::info("training {} (F={}, E={}, e={}, k={}, d={}) for {} steps of {} tokens, lr {:.3g}",
+  spdlog::info("training {} (F={}, E={}, e={}, k={}, d={}) for {} steps of {} tokens, lr {:.3g}{}",
                to_string(config.model.arch), config.model.dict_size, config.model.experts,
                config.model.active_experts, config.model.k, config.model.d, config.train.steps,
-               config.train.batch_size, trainer.base_lr());
+               config.train.batch_size, trainer.base_lr(),
+               ranks > 1 ? fmt::format(", data-parallel over {} ranks ({} tokens each)", ranks,
+                                       config.train.batch_size / ranks)
+                         : std::string());
   install_stop_signal_handlers();
   TrainOutcome outcome = trainer.run(opt.stop_after);
   TrainRunResult result;
   result.steps_done = outcome.steps_done;
   result.seconds = outcome.seconds;
   if (!outcome.finished) return result;
+  if (rank > 0) {  // the replicas are identical: rank 0 evaluates and writes the record
+    result.finished = true;
+    return result;
+  }
 
   EvalReader reader = stream.eval_reader();
   // With an LM (lm.model) and token ids on file: the past-tense-verb specialization metrics too.

@@ -17,6 +17,10 @@ class MoeSae final : public Sae {
   void init(Rng& rng) override;
   SaeStats forward(const Tensor& x, bool train) override;
   void backward() override;
+  void set_batch_group(BatchGroup* group) override {
+    Sae::set_batch_group(group);
+    router_.set_batch_group(group);
+  }
 
  private:
   // Low-pass vectors a_i (rows of an [E, d] tensor) for the mean and reference variants: a_i = mean_i or A mean_i.

@@ -27,12 +27,20 @@ Routing Router::forward(const Tensor& x) {
   be_.topk_rows(probs_, static_cast<int>(e), pvals_, experts_);  // T = argtopk(p, e), ties to the smaller id
 
   Routing r;
+  const bool grouped = group_ && group_->size() > 1;
+  group_rows_ = grouped ? B * group_->size() : B;
   // f_i with top-1 assignment (reference code) uses the argmax, i.e. the first column before re-sorting.
   std::vector<double> top1_fraction;
   if (cfg_.lb_assignment == LbAssignment::Top1) {
     Tensor top = be_.to_host(experts_);  // one small [B, e] copy; column 0 is the argmax
     top1_fraction.assign(E, 0.0);
-    for (int64_t b = 0; b < B; ++b) top1_fraction[top.host<int32_t>()[b * top.ld()]] += 1.0 / double(B);
+    if (!grouped) {
+      for (int64_t b = 0; b < B; ++b) top1_fraction[top.host<int32_t>()[b * top.ld()]] += 1.0 / double(B);
+    } else {  // counts over the group's batch
+      for (int64_t b = 0; b < B; ++b) top1_fraction[top.host<int32_t>()[b * top.ld()]] += 1.0;
+      group_->sum(top1_fraction.data(), top1_fraction.size());
+      for (double& f : top1_fraction) f /= double(group_rows_);
+    }
   }
   be_.sort_rows_by_index(experts_, pvals_);  // slot order = expert id order (global latent id order)
   weights_ = be_.empty(B, e);
@@ -45,20 +53,32 @@ Routing Router::forward(const Tensor& x) {
   r.weights = weights_;
   r.groups = be_.group_by_expert(experts_, static_cast<int>(E));
   r.topE_fraction.resize(E);
-  for (int64_t i = 0; i < E; ++i)
-    r.topE_fraction[i] = double(r.groups.offsets[i + 1] - r.groups.offsets[i]) / double(B * e);
+  for (int64_t i = 0; i < E; ++i) r.topE_fraction[i] = double(r.groups.offsets[i + 1] - r.groups.offsets[i]);
+  if (grouped) group_->sum(r.topE_fraction.data(), r.topE_fraction.size());
+  for (double& f : r.topE_fraction) f /= double(group_rows_ * e);
   fraction_ = cfg_.lb_assignment == LbAssignment::Top1 ? top1_fraction : r.topE_fraction;
   r.fraction = fraction_;
   // P_i = mean_b p_bi;  L_lb = E sum_i f_i P_i  (Eq. 2.2)
   Tensor mean_p = be_.empty_vector(E);
-  be_.sum_rows(probs_, mean_p, 1.f / float(B), 0.f);
-  Tensor mp = be_.to_host(mean_p);
-  for (int64_t i = 0; i < E; ++i) r.lb += double(E) * fraction_[i] * mp.host<float>()[i];
+  std::vector<double> p_mean(E);
+  if (!grouped) {
+    be_.sum_rows(probs_, mean_p, 1.f / float(B), 0.f);
+    Tensor mp = be_.to_host(mean_p);
+    for (int64_t i = 0; i < E; ++i) p_mean[i] = mp.host<float>()[i];
+  } else {  // sums over the group's batch, then the mean
+    be_.sum_rows(probs_, mean_p, 1.f, 0.f);
+    Tensor mp = be_.to_host(mean_p);
+    for (int64_t i = 0; i < E; ++i) p_mean[i] = mp.host<float>()[i];
+    group_->sum(p_mean.data(), p_mean.size());
+    for (double& v : p_mean) v = double(float(v / double(group_rows_)));
+  }
+  for (int64_t i = 0; i < E; ++i) r.lb += double(E) * fraction_[i] * p_mean[i];
   return r;
 }
 
 void Router::backward(const Tensor& dweights, double lb_weight) {
   const int64_t B = probs_.rows(), E = cfg_.experts, e = cfg_.active_experts;
+  const int64_t rows = group_rows_ > 0 ? group_rows_ : B;  // the group's batch (B without data parallelism)
   Tensor dprobs = be_.zeros(B, E);
   if (cfg_.weight != ExpertWeight::Uniform) {
     Tensor dp = be_.empty(B, e);
@@ -70,7 +90,7 @@ void Router::backward(const Tensor& dweights, double lb_weight) {
   }
   if (lb_weight != 0.0) {  // d(E sum_i f_i P_i)/dp_bi = E f_i / B (f_i is piecewise constant)
     Tensor g = host_vector(E);
-    for (int64_t i = 0; i < E; ++i) g.host<float>()[i] = static_cast<float>(lb_weight * double(E) * fraction_[i] / B);
+    for (int64_t i = 0; i < E; ++i) g.host<float>()[i] = static_cast<float>(lb_weight * double(E) * fraction_[i] / rows);
     be_.add_row_vector(dprobs, be_.from_host(g), 1.f);
   }
   Tensor dlogits = be_.empty(B, E);

@@ -6,6 +6,7 @@
 
 #include "core/rng.h"
 
+#include "sae/batch_group.h"
 #include "sae/config.h"
 #include "sae/params.h"
 
@@ -27,6 +28,8 @@ class Router {
   Routing forward(const Tensor& x);
   // dweights: dL/dw [B, e] (slot order of forward's experts). lb_weight: the coefficient of L_lb in the loss.
   void backward(const Tensor& dweights, double lb_weight);
+  // Data parallelism: f_i and P_i over the group's batch (sae/batch_group.h).
+  void set_batch_group(BatchGroup* group) { group_ = group; }
 
  private:
   const ModelConfig& cfg_;
@@ -34,6 +37,8 @@ class Router {
   Param *w_r_, *b_r_, *b_g_ = nullptr;
   Tensor ur_, probs_, pvals_, experts_, weights_;
   std::vector<double> fraction_;
+  BatchGroup* group_ = nullptr;
+  int64_t group_rows_ = 0;  // tokens of the group's batch in the last forward
 };
 
 }  // namespace moesae

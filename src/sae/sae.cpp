@@ -46,7 +46,14 @@ void Sae::project_decoder_gradient() {
     if (p->decoder) be_.project_out_rows(p->grad, p->value);
 }
 
-void Sae::record_firing() { be_.update_fired(code_.ids, code_.vals, code_.ids.rows(), fired_->value); }
+void Sae::record_firing() {
+  be_.update_fired(code_.ids, code_.vals, group_batch(code_.ids.rows()), fired_->value);
+  if (group_ && group_->size() > 1) {  // a latent that fired on any member reset everywhere (all counters agree)
+    Tensor h = be_.to_host(fired_->value);
+    group_->min(h.host<int32_t>(), size_t(h.numel()));
+    be_.upload(h, fired_->value);
+  }
+}
 
 int64_t Sae::dead_count() {
   Tensor mask = be_.empty_vector(cfg_.dict_size, DType::I32);
@@ -56,7 +63,8 @@ int64_t Sae::dead_count() {
 double Sae::dead_fraction() { return double(dead_count()) / double(cfg_.dict_size); }
 
 double Sae::recon_scale(int64_t batch) const {
-  return cfg_.mse_normalization == MseNormalization::Mean ? 1.0 / (double(batch) * cfg_.d) : 1.0 / double(batch);
+  const double rows = double(group_batch(batch));
+  return cfg_.mse_normalization == MseNormalization::Mean ? 1.0 / (rows * cfg_.d) : 1.0 / rows;
 }
 
 double Sae::aux_factor() const { return cfg_.mse_normalization == MseNormalization::Mean ? 1.0 : double(cfg_.d); }

@@ -12,6 +12,7 @@
 
 #include "backend/backend.h"
 #include "core/rng.h"
+#include "sae/batch_group.h"
 #include "sae/config.h"
 #include "sae/params.h"
 
@@ -80,9 +81,15 @@ class Sae {
   double dead_fraction();
   int64_t dead_count();
 
+  // Data parallelism: batch statistics over the group's batch (see sae/batch_group.h); nullptr: this process.
+  virtual void set_batch_group(BatchGroup* group) { group_ = group; }
+
  protected:
-  // Loss normalisation constant c (see the top of this file) and the matching factor for auxiliary terms.
+  // Loss normalisation constant c (see the top of this file) for this process's batch of `batch` rows (c uses
+  // the group's batch under data parallelism), and the matching factor for auxiliary terms.
   double recon_scale(int64_t batch) const;
+  // Rows of the whole group's batch when this process holds `local` of them.
+  int64_t group_batch(int64_t local) const { return group_ ? local * group_->size() : local; }
   double aux_factor() const;
   // Shared forward tail: x^ stats (sq_error, mse, mse_sum) from x and x_hat_.
   void reconstruction_stats(const Tensor& x, SaeStats& s);
@@ -96,6 +103,7 @@ class Sae {
   Backend& be_;
   ParamSet params_;
   Param* fired_ = nullptr;  // buffer "tokens_since_fired" i32 [F]
+  BatchGroup* group_ = nullptr;
   Tensor x_hat_;
   SparseCode code_;
 };

@@ -67,8 +67,26 @@ double TopKSae::auxk_forward(const Tensor& x, const Tensor& pre) {
   be_.sparse_rows_matmul(aux_vals_, aux_ids_, w_dec_->value, 0.f, aux_hat_);
   // Total variance of x around its batch mean: sum ||x||^2 - B ||mean||^2.
   Tensor mean = be_.empty_vector(d);
-  be_.sum_rows(x, mean, 1.f / float(B), 0.f);
-  const double total_var = std::max(be_.sum_squares(x) - double(B) * be_.sum_squares(mean), 1e-12);
+  double total_var = 0;
+  if (!group_ || group_->size() == 1) {
+    be_.sum_rows(x, mean, 1.f / float(B), 0.f);
+    total_var = be_.sum_squares(x) - double(B) * be_.sum_squares(mean);
+  } else {  // over the group's batch: column sums and the sum of squares, added over the members
+    be_.sum_rows(x, mean, 1.f, 0.f);
+    Tensor h = be_.to_host(mean);
+    std::vector<double> sums(d + 1);
+    for (int64_t t = 0; t < d; ++t) sums[t] = h.host<float>()[t];
+    sums[d] = be_.sum_squares(x);
+    group_->sum(sums.data(), sums.size());
+    const double rows = double(group_batch(B));
+    double mean_sq = 0;
+    for (int64_t t = 0; t < d; ++t) {
+      const double m = double(float(sums[t] / rows));
+      mean_sq += m * m;
+    }
+    total_var = sums[d] - rows * mean_sq;
+  }
+  total_var = std::max(total_var, 1e-12);
   Tensor err = be_.empty_vector(B);
   be_.row_squared_error(aux_hat_, aux_resid_, err);
   const double weight = cfg_.auxk_alpha * aux_factor() / total_var;

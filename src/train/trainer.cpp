@@ -41,6 +41,15 @@ Trainer::Trainer(const TrainConfig& cfg, Sae& sae, BatchSource& data)
   base_lr_ = cfg_.lr > 0 ? cfg_.lr : default_lr(sae_.config().dict_size);
 }
 
+void Trainer::set_data_parallel(DataParallel* dp) {
+  dp_ = dp;
+  const int P = dp ? dp->size() : 1;
+  if (cfg_.batch_size % P != 0)
+    fail("train.batch_size ", cfg_.batch_size, " does not split evenly over ", P,
+         " data-parallel ranks (use a multiple of ", P, ")");
+  sae_.set_batch_group(dp && P > 1 ? dp : nullptr);
+}
+
 void Trainer::set_checkpoint(const std::string& path, const std::string& config_yaml) {
   ckpt_path_ = path;
   config_yaml_ = config_yaml;
@@ -56,39 +65,45 @@ bool Trainer::resume_if_present() {
 
 void Trainer::checkpoint() {
   if (ckpt_path_.empty()) return;
-  state_.data_cursor = data_.state();
-  save_checkpoint(ckpt_path_, config_yaml_, sae_, adam_, state_);
+  state_.data_cursor = data_.state();  // collective under data parallelism: every rank's cursor
+  if (!dp_ || dp_->rank() == 0) save_checkpoint(ckpt_path_, config_yaml_, sae_, adam_, state_);
+  if (dp_) dp_->communicator().barrier();  // the file is complete before any rank goes on (or exits)
 }
 
 TrainOutcome Trainer::run(int64_t stop_after) {
   Backend& be = sae_.backend();
   const ModelConfig& mc = sae_.config();
-  const int64_t B = cfg_.batch_size;
-  Tensor host_batch = host_tensor(B, mc.d);
-  Tensor x = be.empty(B, mc.d);
+  const int64_t B = cfg_.batch_size;                   // the (group's) batch
+  const int64_t local_b = dp_ ? B / dp_->size() : B;  // this process's share
+  Tensor host_batch = host_tensor(local_b, mc.d);
+  Tensor x = be.empty(local_b, mc.d);
   TrainOutcome out;
   Timer total, interval;
   IntervalSums& acc = state_.interval;  // running sums over the logging interval (checkpointed with the state)
   const int64_t first = state_.step;
 
   while (state_.step < cfg_.steps) {
-    if (stop_requested() || (stop_after >= 0 && state_.step >= stop_after)) {
+    const bool stop = dp_ ? dp_->any(stop_requested()) : stop_requested();
+    if (stop || (stop_after >= 0 && state_.step >= stop_after)) {
       checkpoint();
       out.interrupted = true;
       spdlog::warn("stopped at step {} ({}); checkpoint written{}", state_.step,
-                   stop_requested() ? "signal" : "stop_after", ckpt_path_.empty() ? " (none configured)" : "");
+                   stop ? "signal" : "stop_after", ckpt_path_.empty() ? " (none configured)" : "");
       break;
     }
     data_.next(host_batch);
-    if (state_.step == 0 && cfg_.geometric_median_init) sae_.init_biases_from_batch(host_batch);
+    if (state_.step == 0 && cfg_.geometric_median_init)  // the median of the group's first batch
+      sae_.init_biases_from_batch(dp_ && dp_->size() > 1 ? dp_->gather_batch(host_batch) : host_batch);
     be.upload(host_batch, x);
 
     sae_.apply_decoder_constraint();
     sae_.zero_grad();
     SaeStats s = sae_.forward(x, true);
+    if (dp_) s = dp_->reduce_stats(s, mc.d);
     if (!std::isfinite(s.loss))
       fail("training diverged at step ", state_.step, ": loss is ", s.loss, " (try a lower train.lr)");
     sae_.backward();
+    if (dp_) dp_->all_reduce_gradients(sae_.params(), be);
     const double gnorm = clip_grad_norm(sae_.params(), be, cfg_.grad_clip);
     sae_.project_decoder_gradient();
     const double lr = lr_at(cfg_, base_lr_, state_.step);
@@ -137,13 +152,17 @@ TrainOutcome Trainer::run(int64_t stop_after) {
       acc = IntervalSums{};
       interval.reset();
     }
-    if (eval_hook_ && cfg_.eval_every > 0 && state_.step % cfg_.eval_every == 0 && !last) {
+    if (eval_hook_ && cfg_.eval_every > 0 && state_.step % cfg_.eval_every == 0 && !last &&
+        (!dp_ || dp_->rank() == 0)) {
+      if (dp_) sae_.set_batch_group(nullptr);  // rank 0 evaluates alone: the statistics of its own batches
       auto row = eval_hook_(sae_);
+      if (dp_) sae_.set_batch_group(dp_->size() > 1 ? dp_ : nullptr);
       row["step"] = double(state_.step);
       state_.eval_metrics.add_row(row);
     }
     if (cfg_.checkpoint_every > 0 && state_.step % cfg_.checkpoint_every == 0 && !last) checkpoint();
   }
+  if (dp_) sae_.set_batch_group(nullptr);  // what follows (evaluation, export) runs on one rank
   out.steps_done = state_.step;
   out.finished = state_.step >= cfg_.steps;
   // The finished state is checkpointed too, so a failure in what follows (the final evaluation, writing the

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "parallel/data_parallel.h"
 #include "sae/sae.h"
 #include "train/adam.h"
 #include "train/batch_source.h"
@@ -31,6 +32,11 @@ class Trainer {
   // Checkpointing (optional): the file and the resolved config text that identifies the run.
   void set_checkpoint(const std::string& path, const std::string& config_yaml);
   void set_eval_hook(EvalHook hook) { eval_hook_ = std::move(hook); }
+  // Data parallelism (parallel/data_parallel.h): this process trains its share (batch_size / P rows) of every
+  // batch; gradients are summed over the ranks, the model's batch statistics are the group's, a stop request on
+  // any rank stops all of them at the same step, rank 0 alone writes checkpoints and runs the evaluation hook.
+  // The data source must be a DataParallelSource over the same communicator.
+  void set_data_parallel(DataParallel* dp);
   // Loads the checkpoint if its file exists; returns whether it did.
   bool resume_if_present();
   // Runs until cfg.steps (or until stop_after steps have been completed in total, if >= 0).
@@ -51,6 +57,7 @@ class Trainer {
   CheckpointState state_;
   std::string ckpt_path_, config_yaml_;
   EvalHook eval_hook_;
+  DataParallel* dp_ = nullptr;
   double base_lr_;
 };
 
