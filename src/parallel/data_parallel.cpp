@@ -35,6 +35,16 @@ bool DataParallel::any(bool flag) {
 void DataParallel::all_reduce_gradients(ParamSet& params, Backend& be) {
   if (size() == 1) return;
   auto trainable = params.trainable();
+  if (be.device() == Device::CPU) {  // host gradients: reduced in place, one all-reduce per parameter
+    Timer t;
+    for (Param* p : trainable) {
+      MOESAE_CHECK(p->grad.contiguous(), "all_reduce_gradients: gradient of ", p->name, " is not contiguous");
+      comm_.all_reduce(p->grad.host<float>(), size_t(p->grad.numel()), comm::ReduceOp::Sum);
+    }
+    comm_seconds_ += t.seconds();
+    return;
+  }
+  // Device gradients: packed on the host, one all-reduce, unpacked (a device communicator would avoid the copies).
   size_t total = 0;
   for (Param* p : trainable) total += size_t(p->grad.numel());
   packed_.resize(total);
