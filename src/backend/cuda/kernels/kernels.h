@@ -27,7 +27,7 @@ void project_out_rows(const Ctx& ctx, Mat<float> g, Mat<const float> w);
 // Per row: the k largest values sorted descending, ties by the smaller column (radix select over the 32-bit
 // order-preserving key, an order-preserving compaction of the selected columns, a bitonic sort of k).
 // mask (device, optional): only columns with mask != 0 compete; missing slots get value 0 and index -1.
-constexpr int kMaxTopK = 1024;
+constexpr int kMaxTopK = 4096;  // AuxK's k_aux = d/2 up to d = 8192
 void topk_rows(const Ctx& ctx, Mat<const float> x, int k, Mat<float> vals, Mat<int32_t> idx, const int32_t* mask);
 
 // ---- segments.cu ----------------------------------------------------------------------------------------------

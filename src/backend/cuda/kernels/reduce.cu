@@ -60,13 +60,16 @@ constexpr int64_t kChunkRows = 256;
 __global__ void column_partials_kernel(Mat<const float> a, bool squares, double* part) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= a.cols) return;
-  const int64_t r0 = blockIdx.y * kChunkRows, r1 = min(a.rows, r0 + kChunkRows);
-  double acc = 0;
-  for (int64_t r = r0; r < r1; ++r) {
-    const double v = a.at(r, c);
-    acc += squares ? v * v : v;
+  const int64_t chunks = (a.rows + kChunkRows - 1) / kChunkRows;
+  for (int64_t q = blockIdx.y; q < chunks; q += gridDim.y) {  // gridDim.y is capped at 65535
+    const int64_t r0 = q * kChunkRows, r1 = min(a.rows, r0 + kChunkRows);
+    double acc = 0;
+    for (int64_t r = r0; r < r1; ++r) {
+      const double v = a.at(r, c);
+      acc += squares ? v * v : v;
+    }
+    part[q * a.cols + c] = acc;
   }
-  part[blockIdx.y * a.cols + c] = acc;
 }
 
 // One warp per row: f(row index, lane) in each lane; rows spread over blocks of 8 warps.
@@ -108,7 +111,7 @@ void column_sums(const Ctx& ctx, Mat<const float> a, bool squares, double* out) 
   }
   Scratch<double> part(ctx, chunks * cols);
   double* pp = part.get();
-  const dim3 grid(unsigned((cols + kThreads - 1) / kThreads), unsigned(chunks));
+  const dim3 grid(unsigned((cols + kThreads - 1) / kThreads), unsigned(std::min<int64_t>(chunks, 65535)));
   column_partials_kernel<<<grid, kThreads, 0, ctx.stream>>>(a, squares, pp);
   MOESAE_LAUNCHED();
   for_each(ctx, cols, [=] __device__(int64_t c) {

@@ -55,13 +55,18 @@ __global__ void sparse_matmul_kernel(Mat<const float> coef, Mat<const int32_t> i
   }
 }
 
-// out[b,j] = x[b] . W[ids[b,j]]: x[b] in shared memory, one warp per slot, lanes over the columns.
+// out[b,j] = x[b] . W[ids[b,j]]: x[b] in shared memory (read in place when d is too wide for it), one warp per
+// slot, lanes over the columns.
+template <bool STAGE_X>
 __global__ void sparse_dot_kernel(Mat<const float> x, Mat<const int32_t> ids, Mat<const float> w, Mat<float> out,
                                   int* err) {
   extern __shared__ float s_x[];
   const int64_t b = blockIdx.x, d = x.cols;
-  for (int64_t t = threadIdx.x; t < d; t += blockDim.x) s_x[t] = x.at(b, t);
-  __syncthreads();
+  if (STAGE_X) {
+    for (int64_t t = threadIdx.x; t < d; t += blockDim.x) s_x[t] = x.at(b, t);
+    __syncthreads();
+  }
+  const float* xb = STAGE_X ? s_x : &x.at(b, 0);
   const int lane = threadIdx.x % 32, warps = blockDim.x / 32;
   for (int64_t j = threadIdx.x / 32; j < ids.cols; j += warps) {
     const int32_t f = ids.at(b, j);
@@ -73,7 +78,7 @@ __global__ void sparse_dot_kernel(Mat<const float> x, Mat<const int32_t> ids, Ma
       continue;
     }
     float s = 0.f;
-    for (int64_t t = lane; t < d; t += 32) s += s_x[t] * w.at(f, t);
+    for (int64_t t = lane; t < d; t += 32) s += xb[t] * w.at(f, t);
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
     if (lane == 0) out.at(b, j) = s;
   }
@@ -110,8 +115,10 @@ void sparse_rows_dot(const Ctx& ctx, Mat<const float> x, Mat<const int32_t> ids,
                      Mat<float> out) {
   if (out.rows == 0 || out.cols == 0) return;
   const size_t smem = size_t(x.cols) * sizeof(float);
-  MOESAE_CHECK(smem <= 48 * 1024, "sparse_rows_dot on CUDA supports d <= 12288, got d=", x.cols);
-  sparse_dot_kernel<<<unsigned(out.rows), 256, smem, ctx.stream>>>(x, ids, w, out, ctx.error);
+  if (smem <= 32 * 1024)
+    sparse_dot_kernel<true><<<unsigned(out.rows), 256, smem, ctx.stream>>>(x, ids, w, out, ctx.error);
+  else
+    sparse_dot_kernel<false><<<unsigned(out.rows), 256, 0, ctx.stream>>>(x, ids, w, out, ctx.error);
   MOESAE_LAUNCHED();
 }
 
