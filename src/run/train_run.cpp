@@ -88,9 +88,11 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   std::unique_ptr<comm::Communicator> comm = comm::make_communicator("auto");
   const int rank = comm->rank(), ranks = comm->size();
   if (rank > 0) spdlog::set_level(spdlog::level::warn);  // one progress log: rank 0's
-  if (ranks > 1 && config.train.batch_size % ranks != 0)
+  if (ranks > 1 && config.train.batch_size % ranks != 0) {
+    if (rank > 0) comm->barrier();  // rank 0 reports it once and aborts the job
     fail("train.batch_size ", config.train.batch_size, " does not split evenly over ", ranks,
          " data-parallel ranks (use a multiple of ", ranks, ")");
+  }
   BackendOptions backend = backend_options(config.train);
   if (ranks > 1 && backend.threads == 0 && !std::getenv("OMP_NUM_THREADS")) {
     // Ranks sharing a machine share its cores (spinning OpenMP threads of several ranks on one core are slow).
