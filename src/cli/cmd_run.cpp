@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "comm/communicator.h"
 #include "run/experiment.h"
 
 namespace moesae::cli {
@@ -41,6 +42,7 @@ Command add_run(CLI::App& app) {
             }
             int failed = 0;
             if (!a->table_only) failed = run_experiment(e, opt);
+            if (comm::world_rank() > 0) return failed > 0 ? 1 : 0;  // under mpirun: rank 0 prints the table
             std::printf("\n%s: final metrics on held-out tokens (records in %s/)\n%s", e.name.c_str(), e.out.c_str(),
                         comparison_table(e).c_str());
             if (failed == 0) return 0;

@@ -68,6 +68,14 @@ void abort_job_after_error(int exit_code) {
   }
 }
 
+int world_rank() {
+  int init = 0, fin = 0, rank = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (init && !fin) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
 Communicator::Communicator() : timeout_s_(timeout_from_env()) {}
 
 void Communicator::set_timeout(double seconds) {

@@ -33,6 +33,7 @@
 #include "run/plan.h"
 #include "run/process.h"
 #include "run/record.h"
+#include "comm/communicator.h"
 #include "run/train_run.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
@@ -343,8 +344,10 @@ bool g_interrupted = false;
 
 enum class Outcome { Finished, Skipped, Failed, Interrupted, Busy };
 
-// Trains one run in this process unless its record already holds this configuration.
-Outcome run_one(const ExperimentRun& r, bool force, const std::string& tag) {
+// Whether to train a run: its record may already hold this configuration (skip), another process may hold its
+// lock (busy); otherwise *lock receives the held lock and the answer is to train.
+enum class Decision { Train, Skip, Busy };
+Decision decide(const ExperimentRun& r, bool force, const std::string& tag, int* lock) {
   if (!force && fs::exists(r.record)) {
     bool match = false;
     try {
@@ -354,15 +357,15 @@ Outcome run_one(const ExperimentRun& r, bool force, const std::string& tag) {
     }
     if (match) {
       spdlog::info("{} {}: finished earlier ({}), skipped", tag, r.name, r.record);
-      return Outcome::Skipped;
+      return Decision::Skip;
     }
     spdlog::warn("{} {}: {} was trained with another configuration: retraining", tag, r.name, r.record);
   }
   if (auto dir = fs::path(r.record).parent_path(); !dir.empty()) fs::create_directories(dir);
-  const int lock = lock_run(r.record);
-  if (lock < 0) {
+  *lock = lock_run(r.record);
+  if (*lock < 0) {
     spdlog::warn("{} {}: another process is training it ({}.lock is held): skipped", tag, r.name, r.record);
-    return Outcome::Busy;
+    return Decision::Busy;
   }
   if (!force && fs::exists(r.record)) {  // finished by another process between the check above and the lock
     bool match = false;
@@ -371,26 +374,46 @@ Outcome run_one(const ExperimentRun& r, bool force, const std::string& tag) {
     } catch (const Error&) {
     }
     if (match) {
-      unlock_run(lock, r.record);
+      unlock_run(*lock, r.record);
+      *lock = -1;
       spdlog::info("{} {}: finished by another process ({}), skipped", tag, r.name, r.record);
-      return Outcome::Skipped;
+      return Decision::Skip;
     }
   }
+  return Decision::Train;
+}
+
+// Trains one run in this process unless its record already holds this configuration. Under mpirun with several
+// ranks (`comm` of size > 1) every rank calls this for the same run: rank 0 decides and holds the lock, and all
+// ranks train it together (data-parallel, run/train_run.cpp).
+Outcome run_one(const ExperimentRun& r, bool force, const std::string& tag, comm::Communicator* comm) {
+  const bool leader = !comm || comm->rank() == 0;
+  int lock = -1;
+  int32_t decision = 0;
+  if (leader) decision = int32_t(decide(r, force, tag, &lock));
+  if (comm && comm->size() > 1) comm->broadcast(&decision, 1, 0);
+  if (Decision(decision) == Decision::Skip) return Outcome::Skipped;
+  if (Decision(decision) == Decision::Busy) return Outcome::Busy;
+  auto release = [&] {
+    if (lock >= 0) unlock_run(lock, r.record);
+    lock = -1;
+  };
   spdlog::info("{} {}", tag, r.name);
   try {
     TrainRunResult res = train_run(r.config, TrainRunOptions{r.record, -1, false});
-    unlock_run(lock, r.record);
+    release();
     if (!res.finished) {
       spdlog::warn("{} stopped at step {}; rerun to resume", r.name, res.steps_done);
       return Outcome::Interrupted;
     }
     return Outcome::Finished;
   } catch (const Error& err) {
-    unlock_run(lock, r.record);
+    release();
     spdlog::error("run '{}' failed: {}", r.name, err.what());
+    if (comm && comm->size() > 1) throw;  // the other ranks are inside the same run: the job must end
     return Outcome::Failed;
   } catch (...) {
-    unlock_run(lock, r.record);
+    release();
     throw;
   }
 }
@@ -438,14 +461,14 @@ class Progress {
 };
 
 int run_sequential(const Experiment& e, const std::vector<const ExperimentRun*>& selected, bool force,
-                   bool progress) {
+                   bool progress, comm::Communicator* comm = nullptr) {
   std::optional<Progress> p;
   if (progress && selected.size() > 1) p.emplace(e, selected);
   int failed = 0, n = 0;
   for (const ExperimentRun* r : selected) {
     ++n;
     const std::string tag = "[" + std::to_string(n) + "/" + std::to_string(selected.size()) + "]";
-    const Outcome o = run_one(*r, force, tag);
+    const Outcome o = run_one(*r, force, tag, comm);
     if (o == Outcome::Interrupted) {
       g_interrupted = true;
       return failed + 1;
@@ -965,6 +988,19 @@ int run_experiment(const Experiment& e, const ExperimentOptions& opt) {
   g_interrupted = false;
   const std::vector<const ExperimentRun*> selected = select_runs(e, opt.only);
   if (opt.worker) return run_sequential(e, selected, opt.rerun, false);
+  std::unique_ptr<comm::Communicator> comm = comm::make_communicator("auto");
+  if (comm->size() > 1) {  // under mpirun: every run data-parallel over all ranks, one run after another
+    if (comm->rank() > 0) spdlog::set_level(spdlog::level::warn);
+    if (opt.jobs > 1 && comm->rank() == 0)
+      spdlog::warn("--jobs {} ignored: under mpirun the {} ranks train each run together", opt.jobs, comm->size());
+    int32_t data_changed = 0;
+    if (comm->rank() == 0) data_changed = prepare_experiment_data(e) ? 1 : 0;
+    const double timeout = comm->timeout();
+    comm->set_timeout(7 * 24 * 3600.0);  // the others wait for rank 0's data preparation, however long it takes
+    comm->broadcast(&data_changed, 1, 0);
+    comm->set_timeout(timeout);
+    return run_sequential(e, selected, opt.rerun || data_changed != 0, true, comm.get());
+  }
   const bool data_changed = prepare_experiment_data(e);
   const bool force = opt.rerun || data_changed;
   if (opt.jobs > 1) return run_parallel(e, selected, opt, force);

@@ -7,7 +7,9 @@
 #  3. --stop-after at 3 ranks leaves a checkpoint, resuming at 3 ranks finishes with the straight run's weights bit
 #     for bit; resuming a 3-rank checkpoint at 2 ranks warns ("written by 3 rank(s)") and finishes;
 #  4. a batch size that does not split over the ranks: one clear error, mpirun exits non-zero;
-#  5. kill -9 of one non-zero rank mid-training: mpirun exits non-zero within 40 s, no moesae process is left; once
+#  5. `mpirun -np 2 moesae run` of a 2-run experiment: both runs trained data-parallel one after the other, the
+#     comparison table printed once (rank 0); run again, both are skipped;
+#  6. kill -9 of one non-zero rank mid-training: mpirun exits non-zero within 40 s, no moesae process is left; once
 #     with Open MPI killing the job, once with only the collective watchdog (MOESAE_COMM_TIMEOUT=20) to end it.
 # Run by ctest as `bash data_parallel.sh /path/to/build/bin/moesae`; exit 77 (skipped) without mpirun.
 set -euo pipefail
@@ -166,6 +168,31 @@ kill_rank() {  # <label> <watchdog: 0|1> [mpirun options...]
   if [[ $watchdog == 1 && "$how" == "killed by mpirun" ]]; then show "$log"; fail "$label: no collective timeout"; fi
   echo "$label: mpirun exited rc $rc $((SECONDS - t_kill))s after the kill ($how); no process left ($((SECONDS - t0))s)"
 }
+# ---- 5. moesae run (an experiment file) at 2 ranks -------------------------------------------------------------------
+t0=$SECONDS
+cat > grid.yaml <<EOF2
+name: dpgrid
+out: $tmp/dpgrid
+base:
+  data: {path: $tmp/acts.h5, eval_tokens: 1000}
+  model: {k: 4}
+  train: {steps: 20, batch_size: 96, lr: 1e-3, log_every: 10}
+runs:
+  - name: topk
+    model: {arch: topk, dict_size: 64}
+  - name: scale
+    model: {arch: scale, dict_size: 256, experts: 8, active_experts: 2, feature_scaling: mean}
+EOF2
+rc=0
+timeout 120 mpirun -np 2 "$moesae" run grid.yaml > grid1.log 2>&1 || rc=$?
+[[ $rc -eq 0 ]] || { show grid1.log; fail "moesae run at 2 ranks: rc $rc"; }
+[[ -f "$tmp/dpgrid/topk.h5" && -f "$tmp/dpgrid/scale.h5" ]] || { show grid1.log; fail "moesae run: records missing"; }
+[[ "$(grep -c 'data-parallel over 2 ranks' grid1.log)" == 2 ]] || { show grid1.log; fail "moesae run: not data-parallel"; }
+[[ "$(grep -c 'final metrics on held-out tokens' grid1.log)" == 1 ]] || { show grid1.log; fail "table not printed once"; }
+timeout 60 mpirun -np 2 "$moesae" run grid.yaml > grid2.log 2>&1 || { show grid2.log; fail "moesae run again"; }
+[[ "$(grep -c 'finished earlier' grid2.log)" == 2 ]] || { show grid2.log; fail "moesae run again: not skipped"; }
+echo "moesae run at 2 ranks: 2 runs data-parallel, table printed once, rerun skips both ($((SECONDS - t0))s)"
+
 kill_rank "kill -9 of rank 1" 0
 kill_rank "kill -9 of rank 1, orte_abort_on_non_zero_status 0" 1 --mca orte_abort_on_non_zero_status 0
 
