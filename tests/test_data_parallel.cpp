@@ -41,6 +41,7 @@
 #include "parallel/data_parallel.h"
 #include "sae/geometric_median.h"
 #include "sae/sae.h"
+#include "mpi_gtest.h"
 #include "temp_dir.h"
 #include "train/batch_source.h"
 #include "train/trainer.h"
@@ -558,75 +559,4 @@ TEST(StopRequest, OneRankStopsAll) {
 
 // ---- main ---------------------------------------------------------------------------------------------------------
 
-namespace {
-
-// On ranks > 0 (whose default printer is removed): each failure, prefixed with the rank.
-class RankFailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& r) override {
-    if (!r.failed()) return;
-    std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", rank_, r.file_name() ? r.file_name() : "?",
-                 r.line_number(), r.message());
-    std::fflush(stderr);
-  }
-  void OnTestEnd(const ::testing::TestInfo& t) override {
-    if (t.result()->Failed()) {
-      std::fprintf(stderr, "[rank %d] FAILED %s.%s\n", rank_, t.test_suite_name(), t.name());
-      std::fflush(stderr);
-    }
-  }
-
- private:
-  int rank_;
-};
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  if (::testing::GTEST_FLAG(list_tests)) return RUN_ALL_TESTS();  // test discovery (ctest): no communicator
-  std::unique_ptr<comm::Communicator> comm;
-  try {
-    comm = comm::make_communicator("auto");
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-  g_comm = comm.get();
-  // A rank that leaves a test early (a failed ASSERT, an exception) would leave the others waiting in a collective:
-  // bound that wait (the tests keep their collectives ahead of their ASSERTs, so this is a safety net).
-  if (!std::getenv("MOESAE_COMM_TIMEOUT")) comm->set_timeout(60);
-  const int r = comm->rank(), P = comm->size();
-  spdlog::set_level(r == 0 ? spdlog::level::warn : spdlog::level::err);  // no progress lines; warnings once
-  if (r > 0) {
-    ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new RankFailurePrinter(r));
-  }
-  int failed = 0;
-  try {
-    failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
-  } catch (const std::exception& e) {  // gtest catches exceptions in tests; this is for the rest
-    std::fprintf(stderr, "[rank %d] error: %s\n", r, e.what());
-    failed = 1;
-  }
-  std::vector<int32_t> flags(size_t(P), 0);
-  const int32_t mine = failed;
-  comm->all_gather(&mine, 1, flags.data());
-  int32_t any = mine;
-  comm->all_reduce(&any, 1, comm::ReduceOp::Max);
-  if (r == 0) {
-    if (any == 0) {
-      std::printf("data_parallel: %d ranks: all tests passed on every rank\n", P);
-    } else {
-      std::string who;
-      for (int i = 0; i < P; ++i)
-        if (flags[size_t(i)]) who += (who.empty() ? "" : ", ") + std::to_string(i);
-      std::printf("data_parallel: %d ranks: FAILED on rank(s) %s\n", P, who.c_str());
-    }
-    std::fflush(stdout);
-  }
-  comm.reset();  // before MPI_Finalize (registered at exit)
-  return any != 0 ? 1 : 0;
-}
+int main(int argc, char** argv) { return moesae::testing::run_mpi_gtest(argc, argv, "data_parallel", &g_comm); }
