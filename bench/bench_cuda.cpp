@@ -36,6 +36,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
 #include "bench_util.h"
+#include "train_step.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/rng.h"
@@ -145,24 +146,8 @@ struct StepResult {
 StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int warmup, Backend& be) {
   StepResult r;
   try {
-    auto sae = make_sae(mc, be);
-    Rng rng(0);
-    sae->init(rng);
-    TrainConfig tc;
-    tc.steps = steps + warmup;
-    Adam adam(sae->params(), be, tc);
-    Tensor x = be.from_host(acts);
-    sae->init_biases_from_batch(acts);
-    auto one_step = [&]() {
-      sae->apply_decoder_constraint();
-      sae->zero_grad();
-      sae->forward(x, true);
-      sae->backward();
-      clip_grad_norm(sae->params(), be, 1.0);
-      sae->project_decoder_gradient();
-      adam.step(1e-4);
-      sae->record_firing();
-    };
+    bench::StepModel model = bench::make_step_model(mc, acts, steps + warmup, be);
+    auto one_step = [&]() { bench::train_step(model, be); };
     for (int i = 0; i < warmup; ++i) one_step();
     be.synchronize();
     std::vector<double> t;

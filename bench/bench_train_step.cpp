@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "train_step.h"
 #include "core/log.h"
 #include "core/profile.h"
 #include "sae/sae.h"
@@ -29,25 +30,8 @@ struct StepResult {
 };
 
 StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int warmup, Backend& be) {
-  auto sae = make_sae(mc, be);
-  Rng rng(0);
-  sae->init(rng);
-  TrainConfig tc;
-  tc.steps = steps + warmup;
-  Adam adam(sae->params(), be, tc);
-  Tensor x = be.from_host(acts);
-  sae->init_biases_from_batch(acts);
-  auto one_step = [&]() {
-    sae->apply_decoder_constraint();
-    sae->zero_grad();
-    sae->forward(x, true);
-    sae->backward();
-    profile::Scope ps("optimizer");
-    clip_grad_norm(sae->params(), be, 1.0);
-    sae->project_decoder_gradient();
-    adam.step(1e-4);
-    sae->record_firing();
-  };
+  bench::StepModel model = bench::make_step_model(mc, acts, steps + warmup, be);
+  auto one_step = [&]() { bench::train_step(model, be); };
   for (int i = 0; i < warmup; ++i) one_step();
   // The fastest of the timed steps (this VM shares its cores: the best step is the least disturbed one).
   double best = 1e30;

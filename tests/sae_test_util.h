@@ -1,10 +1,12 @@
 // Helpers shared by the model tests.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "backend/backend.h"
 #include "core/rng.h"
+#include "data/synthetic.h"
 #include "sae/sae.h"
 
 namespace moesae::testing {
@@ -32,6 +34,23 @@ inline std::vector<float> to_vec(Backend& be, const Tensor& t) {
     return out;
   }
   return std::vector<float>(h.host<float>(), h.host<float>() + h.numel());
+}
+
+// `rows` synthetic activations (data/synthetic.h: clustered features with a little noise), the same on every call.
+inline Tensor synthetic_rows(int64_t rows, int d, int features, int groups, double active, uint64_t seed) {
+  SynthConfig s;
+  const int64_t block = SyntheticGenerator::kBlockTokens;
+  s.tokens = std::max<int64_t>(1, (rows + block - 1) / block) * block;  // whole generation blocks
+  s.d = d;
+  s.features = features;
+  s.groups = groups;
+  s.active = active;
+  s.noise = 0.02;
+  s.seed = seed;
+  SyntheticGenerator gen(s);
+  Tensor t = host_tensor(rows, d);
+  gen.generate(0, t);
+  return t;
 }
 
 inline ModelConfig small_config(Arch arch, int d = 6, int F = 16, int E = 1, int e = 1, int k = 4) {

@@ -45,6 +45,7 @@
 #include "temp_dir.h"
 #include "train/batch_source.h"
 #include "train/trainer.h"
+#include "sae_test_util.h"
 
 using namespace moesae;
 
@@ -66,20 +67,7 @@ int ranks() { return g_comm->size(); }
 
 // kSteps global batches followed by one held-out batch (identical on every rank: a function of the seed only).
 const Tensor& global_data() {
-  static const Tensor data = [] {
-    SynthConfig s;
-    s.tokens = SyntheticGenerator::kBlockTokens;
-    s.d = kD;
-    s.features = 256;
-    s.groups = kE;
-    s.active = 5;
-    s.noise = 0.02;
-    s.seed = 23;
-    SyntheticGenerator gen(s);
-    Tensor t = host_tensor((kSteps + 1) * kB, kD);
-    gen.generate(0, t);
-    return t;
-  }();
+  static const Tensor data = moesae::testing::synthetic_rows((kSteps + 1) * kB, kD, 256, kE, 5, 23);
   return data;
 }
 

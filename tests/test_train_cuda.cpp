@@ -33,6 +33,7 @@
 #include "sae/sae.h"
 #include "train/adam.h"
 #include "train/config.h"
+#include "sae_test_util.h"
 
 using namespace moesae;
 
@@ -71,20 +72,7 @@ ModelConfig model_config(Arch arch) {
 }
 
 // Synthetic activations with sparse structure: kSteps training batches followed by one held-out batch.
-Tensor make_data() {
-  SynthConfig s;
-  s.tokens = SyntheticGenerator::kBlockTokens * 2;
-  s.d = kD;
-  s.features = 512;
-  s.groups = kE;
-  s.active = 6;
-  s.noise = 0.02;
-  s.seed = 17;
-  SyntheticGenerator gen(s);
-  Tensor data = host_tensor((kSteps + 1) * kBatch, kD);
-  gen.generate(0, data);
-  return data;
-}
+Tensor make_data() { return moesae::testing::synthetic_rows((kSteps + 1) * kBatch, kD, 512, kE, 6, 17); }
 
 // The active (token, latent) pairs of a code: id >= 0 and value > 0.
 using Pairs = std::set<std::pair<int64_t, int32_t>>;

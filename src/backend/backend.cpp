@@ -1,5 +1,7 @@
 #include "backend/backend.h"
 
+#include <cmath>
+
 #include "backend/cuda/cuda_backend.h"
 #include "core/error.h"
 
@@ -28,6 +30,12 @@ Tensor Backend::from_host(const Tensor& host_src) {
                                   : empty(host_src.rows(), host_src.cols(), host_src.dtype());
   upload(host_src, t);
   return t;
+}
+
+AdamScalars adam_scalars(float lr, float beta1, float beta2, int64_t step) {
+  const double bc1 = 1.0 - std::pow(double(beta1), double(step));
+  const double bc2 = 1.0 - std::pow(double(beta2), double(step));
+  return {static_cast<float>(lr / bc1), static_cast<float>(1.0 / std::sqrt(bc2))};
 }
 
 BackendKind parse_backend_kind(const std::string& name) {

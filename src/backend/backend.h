@@ -135,6 +135,14 @@ class Backend {
   virtual void project_out_rows(Tensor g, const Tensor& w) = 0;
 };
 
+// Adam's bias-corrected step, as every backend applies it: p -= step_size m / (sqrt(v) inv_sqrt_bc2 + eps), with
+// step_size = lr / (1 - b1^t) and inv_sqrt_bc2 = 1 / sqrt(1 - b2^t) (computed in double, then rounded).
+struct AdamScalars {
+  float step_size;
+  float inv_sqrt_bc2;
+};
+AdamScalars adam_scalars(float lr, float beta1, float beta2, int64_t step);
+
 // The CPU reference backend (BLAS + threads). `threads` <= 0 means all cores.
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
 

@@ -12,8 +12,7 @@ check="$bin/comm_check"
 command -v mpirun >/dev/null || { echo "mpirun not found"; exit 77; }
 [[ -x "$check" ]] || { echo "FAIL: $check not built"; exit 1; }
 # Open MPI as root, more ranks than cores, shared memory only (as scripts/test.sh sets for ctest).
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMPI_MCA_btl="${OMPI_MCA_btl:-self,vader}" OMPI_MCA_pml="${OMPI_MCA_pml:-ob1}"
+source "$(dirname "${BASH_SOURCE[0]}")/mpi_env.bash"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 

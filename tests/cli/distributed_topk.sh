@@ -7,8 +7,7 @@ build="$(dirname "$(dirname "$(realpath "$1")")")"
 testbin="$build/tests/test_distributed_topk"
 command -v mpirun >/dev/null || { echo "skipped: mpirun not found"; exit 77; }
 [[ -x "$testbin" ]] || { echo "FAIL: $testbin not built"; exit 1; }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMPI_MCA_btl="${OMPI_MCA_btl:-self,vader}" OMPI_MCA_pml="${OMPI_MCA_pml:-ob1}"
+source "$(dirname "${BASH_SOURCE[0]}")/mpi_env.bash"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MOESAE_COMM_TIMEOUT=20
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

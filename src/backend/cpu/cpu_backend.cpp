@@ -592,10 +592,8 @@ class CpuBackend final : public Backend {
                  int64_t step) override {
     MOESAE_CHECK(p.contiguous() && g.contiguous() && m.contiguous() && v.contiguous() && p.numel() == g.numel() &&
                  p.numel() == m.numel() && p.numel() == v.numel());
-    const double bc1 = 1.0 - std::pow(double(b1), double(step));
-    const double bc2 = 1.0 - std::pow(double(b2), double(step));
-    const float step_size = static_cast<float>(lr / bc1);
-    const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+    const AdamScalars a = adam_scalars(lr, b1, b2, step);
+    const float step_size = a.step_size, inv_sqrt_bc2 = a.inv_sqrt_bc2;
     float *pp = p.data<float>(), *mp = m.data<float>(), *vp = v.data<float>();
     const float* gp = g.data<float>();
     const int64_t n = p.numel();

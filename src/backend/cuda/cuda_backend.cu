@@ -514,10 +514,8 @@ class CudaBackend final : public Backend {
                  int64_t step) override {
     MOESAE_CHECK(p.contiguous() && g.contiguous() && m.contiguous() && v.contiguous() && p.numel() == g.numel() &&
                  p.numel() == m.numel() && p.numel() == v.numel());
-    const double bc1 = 1.0 - std::pow(double(b1), double(step));
-    const double bc2 = 1.0 - std::pow(double(b2), double(step));
-    const float step_size = static_cast<float>(lr / bc1);
-    const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+    const AdamScalars a = adam_scalars(lr, b1, b2, step);
+    const float step_size = a.step_size, inv_sqrt_bc2 = a.inv_sqrt_bc2;
     float *pp = dev_ptr<float>(p, "adam_step"), *mp = dev_ptr<float>(m, "adam_step"),
           *vp = dev_ptr<float>(v, "adam_step");
     const float* gp = dev_ptr<float>(g, "adam_step");

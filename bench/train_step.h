@@ -1,0 +1,47 @@
+// Shared by the training benchmarks: a model ready to train on one fixed batch, and one training step exactly as
+// the Trainer takes it (decoder constraint, forward, backward, clipping, gradient projection, Adam, dead-latent
+// counters) without the data loading and logging around it.
+#pragma once
+#include <memory>
+
+#include "core/profile.h"
+#include "core/rng.h"
+#include "sae/sae.h"
+#include "train/adam.h"
+
+namespace moesae::bench {
+
+struct StepModel {
+  std::unique_ptr<Sae> sae;
+  std::unique_ptr<Adam> adam;
+  Tensor x;  // the batch on the backend
+};
+
+// `acts` is a host batch [B, d]; `steps` bounds the Adam steps that will be taken (its learning-rate schedule).
+inline StepModel make_step_model(const ModelConfig& mc, const Tensor& acts, int steps, Backend& be) {
+  StepModel m;
+  m.sae = make_sae(mc, be);
+  Rng rng(0);
+  m.sae->init(rng);
+  TrainConfig tc;
+  tc.steps = steps;
+  m.adam = std::make_unique<Adam>(m.sae->params(), be, tc);
+  m.x = be.from_host(acts);
+  m.sae->init_biases_from_batch(acts);
+  return m;
+}
+
+inline void train_step(StepModel& m, Backend& be) {
+  Sae& sae = *m.sae;
+  sae.apply_decoder_constraint();
+  sae.zero_grad();
+  sae.forward(m.x, true);
+  sae.backward();
+  profile::Scope ps("optimizer");
+  clip_grad_norm(sae.params(), be, 1.0);
+  sae.project_decoder_gradient();
+  m.adam->step(1e-4);
+  sae.record_firing();
+}
+
+}  // namespace moesae::bench
