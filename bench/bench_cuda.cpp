@@ -114,26 +114,8 @@ Tensor distinct_ids_host(int64_t rows, int k, int64_t n, uint64_t seed) {
 
 // ---- the models ---------------------------------------------------------------------------------------------------
 
-ModelConfig scale_config(int d, int F) {
-  ModelConfig scale;
-  scale.arch = Arch::Scale;
-  scale.d = d;
-  scale.dict_size = F;
-  scale.experts = 64;
-  scale.active_experts = 2;
-  scale.k = 32;
-  scale.feature_scaling = FeatureScaling::Mean;
-  return scale;
-}
-
-ModelConfig topk_config(int d, int F) {
-  ModelConfig topk = scale_config(d, F);
-  topk.arch = Arch::TopK;
-  topk.experts = 1;
-  topk.active_experts = 1;
-  topk.feature_scaling = FeatureScaling::None;
-  return topk;
-}
+using bench::scale_config;
+using bench::topk_config;
 
 struct StepResult {
   bool ok = false;

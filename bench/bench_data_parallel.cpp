@@ -14,6 +14,7 @@
 #include "parallel/data_parallel.h"
 #include "sae/sae.h"
 #include "train/trainer.h"
+#include "train_step.h"
 
 using namespace moesae;
 
@@ -59,14 +60,12 @@ int main(int argc, char** argv) {
     spdlog::set_level(spdlog::level::warn);
     if (threads == 0) threads = std::max(1, int(std::thread::hardware_concurrency()) / P);
     auto be = make_cpu_backend(threads);
-    ModelConfig mc;
-    mc.arch = arch == "topk" ? Arch::TopK : Arch::Scale;
-    mc.d = d;
-    mc.dict_size = F;
-    mc.experts = mc.arch == Arch::TopK ? 1 : E;
-    mc.active_experts = mc.arch == Arch::TopK ? 1 : e;
+    ModelConfig mc = arch == "topk" ? bench::topk_config(d, F) : bench::scale_config(d, F);
+    if (mc.arch == Arch::Scale) {
+      mc.experts = E;
+      mc.active_experts = e;
+    }
     mc.k = k;
-    if (mc.arch == Arch::Scale) mc.feature_scaling = FeatureScaling::Mean;
     auto sae = make_sae(mc, *be);
     Rng rng(0);
     sae->init(rng);

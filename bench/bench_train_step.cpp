@@ -82,19 +82,7 @@ int main(int argc, char** argv) {
   double peak = bench::sgemm_peak_gflops(2048, 5);
   std::printf("sgemm peak (2048^3, OpenBLAS, best of 5): %.1f GFLOP/s\n", peak);
 
-  ModelConfig scale;
-  scale.arch = Arch::Scale;
-  scale.d = d;
-  scale.dict_size = F;
-  scale.experts = 64;
-  scale.active_experts = 2;
-  scale.k = 32;
-  scale.feature_scaling = FeatureScaling::Mean;
-  ModelConfig topk = scale;
-  topk.arch = Arch::TopK;
-  topk.experts = 1;
-  topk.active_experts = 1;
-  topk.feature_scaling = FeatureScaling::None;
+  const ModelConfig scale = bench::scale_config(d, F), topk = bench::topk_config(d, F);
 
   StepResult rs = bench_model(scale, acts, steps, warmup, *be);
   StepResult rt = bench_model(topk, acts, steps, warmup, *be);

@@ -11,6 +11,29 @@
 
 namespace moesae::bench {
 
+// The paper's shape of the Scale SAE (E = 64, e = 2, k = 32, Feature Scaling) at width F, and the dense TopK SAE
+// of the same F and k.
+inline ModelConfig scale_config(int d, int F) {
+  ModelConfig scale;
+  scale.arch = Arch::Scale;
+  scale.d = d;
+  scale.dict_size = F;
+  scale.experts = 64;
+  scale.active_experts = 2;
+  scale.k = 32;
+  scale.feature_scaling = FeatureScaling::Mean;
+  return scale;
+}
+
+inline ModelConfig topk_config(int d, int F) {
+  ModelConfig topk = scale_config(d, F);
+  topk.arch = Arch::TopK;
+  topk.experts = 1;
+  topk.active_experts = 1;
+  topk.feature_scaling = FeatureScaling::None;
+  return topk;
+}
+
 struct StepModel {
   std::unique_ptr<Sae> sae;
   std::unique_ptr<Adam> adam;
