@@ -42,7 +42,8 @@ Command add_run(CLI::App& app) {
             }
             int failed = 0;
             if (!a->table_only) failed = run_experiment(e, opt);
-            if (comm::world_rank() > 0) return failed > 0 ? 1 : 0;  // under mpirun: rank 0 prints the table
+            // Under mpirun: rank 0 prints the table (make_communicator starts MPI when it is not running yet).
+            if (comm::make_communicator("auto")->rank() > 0) return failed > 0 ? 1 : 0;
             std::printf("\n%s: final metrics on held-out tokens (records in %s/)\n%s", e.name.c_str(), e.out.c_str(),
                         comparison_table(e).c_str());
             if (failed == 0) return 0;

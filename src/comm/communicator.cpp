@@ -68,14 +68,6 @@ void abort_job_after_error(int exit_code) {
   }
 }
 
-int world_rank() {
-  int init = 0, fin = 0, rank = 0;
-  MPI_Initialized(&init);
-  MPI_Finalized(&fin);
-  if (init && !fin) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-
 Communicator::Communicator() : timeout_s_(timeout_from_env()) {}
 
 void Communicator::set_timeout(double seconds) {
@@ -136,6 +128,10 @@ std::unique_ptr<Communicator> make_communicator(const std::string& kind) {
       const char* s = std::getenv(v);
       if (s && std::atoi(s) > 1) return make_communicator("mpi");
     }
+    // srun --mpi=pmix sets only the rank (PMIX_RANK); the size is the step's task count.
+    const char* tasks = std::getenv("SLURM_STEP_NUM_TASKS");
+    if ((std::getenv("PMIX_RANK") || std::getenv("PMI_RANK")) && tasks && std::atoi(tasks) > 1)
+      return make_communicator("mpi");
     return std::make_unique<LocalComm>();
   }
   fail("unknown communicator '", kind, "' (choices: local, mpi, nccl, auto)");

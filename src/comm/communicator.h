@@ -43,8 +43,6 @@ double timeout_from_env();
 // no other rank waits for this one in a collective. Returns without doing anything when MPI is not running or the
 // job has one rank.
 void abort_job_after_error(int exit_code);
-// This process's rank in the MPI job when MPI is running, else 0 (who prints a job's one-per-job output).
-int world_rank();
 
 class Communicator {
  public:

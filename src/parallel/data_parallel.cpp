@@ -78,13 +78,9 @@ Tensor DataParallel::gather_batch(const Tensor& host_local) {
 SaeStats DataParallel::reduce_stats(const SaeStats& s, int64_t d) {
   if (size() == 1) return s;
   // Terms normalised by the group's batch (recon, aux, sparsity) add up; the load-balancing term is already the
-  // group's (computed from group statistics), so it is taken once.
-  // Rank 0's value of it (the others add 0): each rank's subtraction rounds differently in the last bits, and the
-  // logged loss must be the same bits on every rank.
-  const double lb_term = s.loss - s.recon - s.aux - s.sparsity;
-  double v[7] = {s.recon, s.aux, s.sparsity, s.sq_error, s.l0 * double(s.tokens), double(s.tokens),
-                 rank() == 0 ? lb_term : 0.0};
-  sum(v, 7);
+  // group's (computed from group statistics, the same bits on every rank), so it is taken as it is.
+  double v[6] = {s.recon, s.aux, s.sparsity, s.sq_error, s.l0 * double(s.tokens), double(s.tokens)};
+  sum(v, 6);
   SaeStats g = s;
   g.recon = v[0];
   g.aux = v[1];
@@ -94,8 +90,15 @@ SaeStats DataParallel::reduce_stats(const SaeStats& s, int64_t d) {
   g.l0 = v[4] / v[5];
   g.mse = v[3] / (v[5] * double(d));
   g.mse_sum = v[3] / v[5];
-  g.loss = v[6] + v[0] + v[1] + v[2];
+  g.loss = v[0] + s.lb_term + v[1] + v[2];
   return g;
+}
+
+void DataParallel::wait_for_rank0() {
+  const double timeout = comm_.timeout();
+  comm_.set_timeout(kRank0WorkTimeout);
+  comm_.barrier();
+  comm_.set_timeout(timeout);
 }
 
 std::vector<uint64_t> DataParallelSource::state() const {

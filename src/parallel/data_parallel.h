@@ -1,6 +1,6 @@
 // moesae parallel: data parallelism. P processes (ranks) each train an identical replica of the SAE on their own
 // share of every batch (train.batch_size / P rows, read from their own shard of the activation file). After the
-// backward pass the gradients of every parameter are summed over the ranks (one packed all-reduce, added in rank
+// backward pass the gradients of every parameter are summed over the ranks (MPI all-reduces added in rank
 // order, so every replica applies the bitwise-same update and the replicas never drift apart); the models take
 // their batch statistics over the group's batch (sae/batch_group.h). Together, P ranks compute the gradient of
 // the 1-rank objective on the union of their rows, up to floating-point summation order.
@@ -35,6 +35,10 @@ class DataParallel final : public BatchGroup {
   Tensor gather_batch(const Tensor& host_local);
   // The group batch's statistics from each rank's (losses added, means re-weighted); d = model width.
   SaeStats reduce_stats(const SaeStats& local, int64_t d);
+  // Every rank waits here until rank 0 arrives, however long its own work (an evaluation, a checkpoint, a record)
+  // takes: the collective watchdog (MOESAE_COMM_TIMEOUT) would otherwise take a busy rank 0 for a dead one.
+  void wait_for_rank0();
+  static constexpr double kRank0WorkTimeout = 7 * 24 * 3600.0;
   // Seconds spent in this object's collectives since construction (the communication share of a step).
   double comm_seconds() const { return comm_seconds_; }
 

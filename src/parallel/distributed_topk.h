@@ -33,8 +33,9 @@ struct TopKLists {
 
 // Kept count per entry: the length of the prefix of the entry's list that belongs to its token's global Top-K.
 // Collective over `comm` (every rank calls it, with its own lists; two all-to-all-v rounds plus their count
-// exchanges). Fails with one message on malformed input (an unsorted list, a latent of one token held by two
-// ranks, a home rank or participant count out of range).
+// exchanges). Fails with one message on malformed input found locally (an unsorted list, a home rank or
+// participant count out of range) or at home (the same latent of a token kept from two ranks). The ranks must
+// agree on each token's home and participant count; that is not checked.
 std::vector<int32_t> distributed_topk_keep(comm::Communicator& comm, const TopKLists& lists);
 
 }  // namespace moesae

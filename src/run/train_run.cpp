@@ -1,5 +1,7 @@
 #include "run/train_run.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -102,7 +104,13 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
         local = std::max(1, std::atoi(v));
         break;
       }
-    backend.threads = std::max(1, int(std::thread::hardware_concurrency()) / local);  // not in the config: resumable
+    // The cores this rank may run on: all of them divided by the ranks here, unless the launcher bound the rank to
+    // fewer (then those). Not written to the config, so the run stays resumable at any rank count.
+    const int all = std::max(1, int(std::thread::hardware_concurrency()));
+    int usable = all;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) usable = std::max(1, int(CPU_COUNT(&set)));
+    backend.threads = usable < all ? usable : std::max(1, all / local);
   }
   ActivationStream stream(config.data, config.train.seed, rank, ranks);
   if (stream.eval_rows().size() == 0)  // checked now rather than after training, by the final evaluation
@@ -141,7 +149,7 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
     return evaluate_sae(s, reader, config.eval, config.train.batch_size, truth.get()).scalars;
   });
   try {
-    trainer.resume_if_present();
+    trainer.resume();
   } catch (const Error& e) {
     fail("cannot resume from '", ckpt, "': ", e.what(), "; ", kStartOver);
   }
@@ -159,6 +167,7 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   result.seconds = outcome.seconds;
   if (!outcome.finished) return result;
   if (rank > 0) {  // the replicas are identical: rank 0 evaluates and writes the record
+    dp.wait_for_rank0();
     result.finished = true;
     return result;
   }
@@ -184,6 +193,7 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   for (Param* p : sae->params().all()) rec.weights[p->name] = be->to_host(p->value);
   rec.save(opt.out);
   std::filesystem::remove(ckpt);
+  if (ranks > 1) dp.wait_for_rank0();  // the other ranks waited for the record
   result.finished = true;
   spdlog::info("wrote {}: mse {:.4g}, fvu {:.4g}, L0 {:.1f}, redundancy {:.4f}", opt.out, result.final.scalars["mse"],
                result.final.scalars["fvu"], result.final.scalars["l0"], result.final.scalars["redundancy"]);

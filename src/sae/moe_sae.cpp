@@ -137,7 +137,8 @@ SaeStats MoeSae::forward(const Tensor& x, bool train) {
   s.lb = routing_.lb;
   s.expert_fraction = routing_.topE_fraction;
   lb_weight_ = cfg_.lb_alpha * aux_factor();
-  s.loss = s.recon + lb_weight_ * s.lb;
+  s.lb_term = lb_weight_ * s.lb;
+  s.loss = s.recon + s.lb_term;
   return s;
 }
 

@@ -24,6 +24,7 @@ struct SaeStats {
   double loss = 0;        // total objective
   double recon = 0;       // reconstruction term (normalised as configured)
   double lb = 0;          // load-balancing loss E * sum_i f_i P_i (unweighted; 1 at uniform routing)
+  double lb_term = 0;     // its weighted share of `loss` (lb_alpha times the normalisation factor times lb)
   double aux = 0;         // weighted AuxK term (TopK) or auxiliary reconstruction (Gated)
   double sparsity = 0;    // weighted L1 term (Gated)
   double sq_error = 0;    // sum_b ||x_b - x^_b||^2

@@ -63,11 +63,24 @@ bool Trainer::resume_if_present() {
   return true;
 }
 
+bool Trainer::resume() {
+  const bool resumed = resume_if_present();
+  if (dp_ && dp_->size() > 1) {  // every rank must continue from the same step (one checkpoint, seen by all)
+    int64_t lo = state_.step, hi = state_.step;
+    dp_->communicator().all_reduce(&lo, 1, comm::ReduceOp::Min);
+    dp_->communicator().all_reduce(&hi, 1, comm::ReduceOp::Max);
+    if (lo != hi)
+      fail("the ranks found different checkpoints at '", ckpt_path_, "' (steps ", lo, " to ", hi,
+           "): put the record's directory on a file system every rank sees");
+  }
+  return resumed;
+}
+
 void Trainer::checkpoint() {
   if (ckpt_path_.empty()) return;
   state_.data_cursor = data_.state();  // collective under data parallelism: every rank's cursor
   if (!dp_ || dp_->rank() == 0) save_checkpoint(ckpt_path_, config_yaml_, sae_, adam_, state_);
-  if (dp_) dp_->communicator().barrier();  // the file is complete before any rank goes on (or exits)
+  if (dp_) dp_->wait_for_rank0();  // the file is complete before any rank goes on (or exits)
 }
 
 TrainOutcome Trainer::run(int64_t stop_after) {
@@ -81,14 +94,16 @@ TrainOutcome Trainer::run(int64_t stop_after) {
   Timer total, interval;
   IntervalSums& acc = state_.interval;  // running sums over the logging interval (checkpointed with the state)
   const int64_t first = state_.step;
+  if (dp_) sae_.set_batch_group(dp_->size() > 1 ? dp_ : nullptr);  // cleared again when run() returns
 
   while (state_.step < cfg_.steps) {
     const bool stop = dp_ ? dp_->any(stop_requested()) : stop_requested();
     if (stop || (stop_after >= 0 && state_.step >= stop_after)) {
       checkpoint();
       out.interrupted = true;
-      spdlog::warn("stopped at step {} ({}); checkpoint written{}", state_.step,
-                   stop ? "signal" : "stop_after", ckpt_path_.empty() ? " (none configured)" : "");
+      if (!dp_ || dp_->rank() == 0)
+        spdlog::warn("stopped at step {} ({}); checkpoint written{}", state_.step,
+                     stop ? "signal" : "stop_after", ckpt_path_.empty() ? " (none configured)" : "");
       break;
     }
     data_.next(host_batch);
@@ -152,14 +167,15 @@ TrainOutcome Trainer::run(int64_t stop_after) {
       acc = IntervalSums{};
       interval.reset();
     }
-    if (eval_hook_ && cfg_.eval_every > 0 && state_.step % cfg_.eval_every == 0 && !last &&
-        (!dp_ || dp_->rank() == 0)) {
+    const bool evaluate = eval_hook_ && cfg_.eval_every > 0 && state_.step % cfg_.eval_every == 0 && !last;
+    if (evaluate && (!dp_ || dp_->rank() == 0)) {
       if (dp_) sae_.set_batch_group(nullptr);  // rank 0 evaluates alone: the statistics of its own batches
       auto row = eval_hook_(sae_);
       if (dp_) sae_.set_batch_group(dp_->size() > 1 ? dp_ : nullptr);
       row["step"] = double(state_.step);
       state_.eval_metrics.add_row(row);
     }
+    if (evaluate && dp_) dp_->wait_for_rank0();  // the others wait out rank 0's evaluation
     if (cfg_.checkpoint_every > 0 && state_.step % cfg_.checkpoint_every == 0 && !last) checkpoint();
   }
   if (dp_) sae_.set_batch_group(nullptr);  // what follows (evaluation, export) runs on one rank

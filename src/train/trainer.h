@@ -39,6 +39,8 @@ class Trainer {
   void set_data_parallel(DataParallel* dp);
   // Loads the checkpoint if its file exists; returns whether it did.
   bool resume_if_present();
+  // resume_if_present(), and under data parallelism a check that every rank resumed at the same step.
+  bool resume();
   // Runs until cfg.steps (or until stop_after steps have been completed in total, if >= 0).
   TrainOutcome run(int64_t stop_after = -1);
 
