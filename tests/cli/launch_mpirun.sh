@@ -205,7 +205,7 @@ grep -Eq '^[0-9]+: comm_check: mpi, 2 ranks: [0-9]+ checks passed' mn-comm.out |
 grep -q 'moesae-multinode: srun --mpi=pmix --kill-on-bad-exit=1' mn-comm.out || { cat mn-comm.out; fail "srun line"; }
 grep -q 'moesae-multinode: finished' mn-comm.out || fail "the comm_check job did not finish"
 grep -h 'checks passed' mn-comm.out
-# moesae train through the template: 1 task (training over several ranks is docs/distributed.md's business)
+# moesae train through the template: 1 task, then 2 tasks (one data-parallel run)
 "$moesae" --log-level warn synth --out "$tmp/acts.h5" --d 16 --features 64 --tokens 4000 --seed 0 > /dev/null
 printf 'data: {path: %s, eval_tokens: 500}\nmodel: {arch: topk, dict_size: 32, k: 4}\ntrain: {steps: 20, batch_size: 64}\n' \
   "$tmp/acts.h5" > cfg.yaml
@@ -219,6 +219,12 @@ grep -q 'moesae-multinode: finished' mn-train1.out || { cat mn-train1.out; fail 
 "$moesae" --log-level warn eval runs/r.h5 --json > /dev/null || fail "the record of the training job is not valid"
 ec="$(run_train 2)"
 [[ "$ec" == 0:0 ]] && grep -q 'already has its record' mn-train2.out || { cat mn-train2.out; fail "resubmission: $ec"; }
+# 2 tasks: one data-parallel run (srun --mpi=pmix sets only PMIX_RANK; moesae must see a 2-rank job, not 2 runs)
+ec="$(MOESAE_BIN="$moesae" MOESAE_CONFIG="$tmp/cfg.yaml" MOESAE_OUT="$tmp/runs/r2.h5" MOESAE_SETS="train.log_every=10" \
+  submit train2r --ntasks-per-node=2 --cpus-per-task=1)"
+[[ "$ec" == 0:0 && -f runs/r2.h5 ]] || { cat mn-train2r.out; fail "2-task moesae train job: $ec"; }
+grep -q 'data-parallel over 2 ranks' mn-train2r.out || { cat mn-train2r.out; fail "2 tasks did not train data-parallel"; }
+[[ "$(grep -c 'wrote .*r2.h5' mn-train2r.out)" == 1 ]] || { cat mn-train2r.out; fail "2 tasks: not one record write"; }
 # the time-limit warning (USR1 to the batch script): the run checkpoints and the job requeues itself
 printf 'data: {path: %s, eval_tokens: 500}\nmodel: {arch: topk, dict_size: 32, k: 4}\ntrain: {steps: 5000000, batch_size: 64, log_every: 1000000}\n' \
   "$tmp/acts.h5" > long.yaml
