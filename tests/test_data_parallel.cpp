@@ -246,9 +246,10 @@ bool stop_pending() {
 
 // (Plain TESTs rather than a parameterised suite: gtest runs parameterised suites after every plain TEST, and the
 // stop test must run last.)
-void check_parity(Arch arch) {
+void check_parity(Arch arch, LbAssignment lb = LbAssignment::TopE) {
   if (stop_pending()) GTEST_FAIL() << "a stop request is pending (StopRequest.OneRankStopsAll must run last)";
-  const ModelConfig mc = model_config(arch);
+  ModelConfig mc = model_config(arch);
+  mc.lb_assignment = lb;
   const TrainConfig tc = train_config();
   auto be = make_cpu_backend(1);
   TrainResult dp = train(*be, mc, tc, true);
@@ -340,6 +341,8 @@ void check_parity(Arch arch) {
 TEST(DataParallelParity, TopK) { check_parity(Arch::TopK); }
 TEST(DataParallelParity, Switch) { check_parity(Arch::Switch); }
 TEST(DataParallelParity, Scale) { check_parity(Arch::Scale); }
+// The reference code's load-balancing statistic (f_i from the argmax expert only), summed over the ranks too.
+TEST(DataParallelParity, ScaleTop1LoadBalancing) { check_parity(Arch::Scale, LbAssignment::Top1); }
 TEST(DataParallelParity, Gated) { check_parity(Arch::Gated); }
 
 // ---- b. the data cursor --------------------------------------------------------------------------------------
