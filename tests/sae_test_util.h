@@ -53,6 +53,21 @@ inline Tensor synthetic_rows(int64_t rows, int d, int features, int groups, doub
   return t;
 }
 
+// One of the four families at a test size: E experts for Switch and Scale, e = `active` for Scale (with Feature
+// Scaling, mean variant), mean-normalised MSE; latents count as dead after `dead_tokens` tokens without firing.
+inline ModelConfig family_config(Arch arch, int d, int F, int k, int E, int active, int64_t dead_tokens) {
+  ModelConfig m;
+  m.arch = arch;
+  m.d = d;
+  m.dict_size = F;
+  m.k = k;
+  m.experts = arch == Arch::Switch || arch == Arch::Scale ? E : 1;
+  m.active_experts = arch == Arch::Scale ? active : 1;
+  if (arch == Arch::Scale) m.feature_scaling = FeatureScaling::Mean;
+  m.dead_threshold_tokens = dead_tokens;
+  return m;
+}
+
 inline ModelConfig small_config(Arch arch, int d = 6, int F = 16, int E = 1, int e = 1, int k = 4) {
   ModelConfig m;
   m.arch = arch;

@@ -104,20 +104,10 @@ class SliceSource final : public BatchSource {
   uint64_t step_ = 0;
 };
 
+// Latents count as dead after 4 steps without firing, so the AuxK path and the counters' group minimum run.
 ModelConfig model_config(Arch arch) {
-  ModelConfig m;
-  m.arch = arch;
-  m.d = kD;
-  m.dict_size = kF;
-  m.k = kK;
-  m.experts = arch == Arch::Switch || arch == Arch::Scale ? kE : 1;
-  m.active_experts = arch == Arch::Scale ? kActive : 1;
-  if (arch == Arch::Scale) {
-    m.feature_scaling = FeatureScaling::Mean;
-    m.lb_alpha = 3.0f;
-  }
-  // Latents count as dead after 4 steps without firing, so the AuxK path and the counters' group minimum run.
-  m.dead_threshold_tokens = 4 * kB;
+  ModelConfig m = moesae::testing::family_config(arch, kD, kF, kK, kE, kActive, 4 * kB);
+  if (arch == Arch::Scale) m.lb_alpha = 3.0f;
   return m;
 }
 

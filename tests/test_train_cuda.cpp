@@ -57,19 +57,8 @@ struct ModelCase {
 void PrintTo(const BackendCase& c, std::ostream* os) { *os << c.name; }
 void PrintTo(const ModelCase& c, std::ostream* os) { *os << c.name; }
 
-ModelConfig model_config(Arch arch) {
-  ModelConfig m;
-  m.arch = arch;
-  m.d = kD;
-  m.dict_size = kF;
-  m.k = kK;
-  m.experts = arch == Arch::Switch || arch == Arch::Scale ? kE : 1;
-  m.active_experts = arch == Arch::Scale ? kActive : 1;
-  if (arch == Arch::Scale) m.feature_scaling = FeatureScaling::Mean;
-  // Latents count as dead after 4 steps without firing, so the AuxK path (threshold_mask, masked Top-K) runs.
-  m.dead_threshold_tokens = 4 * kBatch;
-  return m;
-}
+// Latents count as dead after 4 steps without firing, so the AuxK path (threshold_mask, masked Top-K) runs.
+ModelConfig model_config(Arch arch) { return moesae::testing::family_config(arch, kD, kF, kK, kE, kActive, 4 * kBatch); }
 
 // Synthetic activations with sparse structure: kSteps training batches followed by one held-out batch.
 Tensor make_data() { return moesae::testing::synthetic_rows((kSteps + 1) * kBatch, kD, 512, kE, 6, 17); }
