@@ -109,10 +109,11 @@ class Backend {
   virtual void identity_lowpass_outer_add(const Tensor& coef, const Tensor& ids, int n, Tensor g) = 0;
 
   // ---- mixture-of-experts routing -------------------------------------------------------------------------
-  // Groups the (token, slot) pairs of experts [B, e] (i32 expert ids) by expert; see ExpertGroups.
+  // Groups the (token, slot) pairs of experts [B, e] (i32 expert ids) by expert; see ExpertGroups. Entries -1
+  // (under expert parallelism: a slot whose expert another rank holds) are skipped: offsets[E] counts the others.
   virtual ExpertGroups group_by_expert(const Tensor& experts, int num_experts) = 0;
   // Maps per-token candidate indices c in [0, e*n) to global latent ids experts[b, c / n] * n + c % n, and
-  // writes slot[b,j] = c / n. Empty slots (-1) stay -1.
+  // writes slot[b,j] = c / n. Empty slots (-1), and candidates of a slot whose expert is -1, give -1 in both.
   virtual void candidates_to_latents(const Tensor& cand_idx, const Tensor& experts, int n, Tensor latent_ids,
                                      Tensor slots) = 0;
   // Dead-latent bookkeeping: counter[f] += tokens for every latent, then 0 for each latent ids[b,j] whose

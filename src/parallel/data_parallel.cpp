@@ -32,9 +32,11 @@ bool DataParallel::any(bool flag) {
   return v != 0;
 }
 
-void DataParallel::all_reduce_gradients(ParamSet& params, Backend& be) {
+void DataParallel::all_reduce_gradients(ParamSet& params, Backend& be, Which which) {
   if (size() == 1) return;
-  auto trainable = params.trainable();
+  std::vector<Param*> trainable;
+  for (Param* p : params.trainable())
+    if (which == Which::All || (which == Which::Sharded) == p->sharded()) trainable.push_back(p);
   if (be.device() == Device::CPU) {  // host gradients: reduced in place, one all-reduce per parameter
     Timer t;
     for (Param* p : trainable) {

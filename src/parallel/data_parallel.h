@@ -29,8 +29,10 @@ class DataParallel final : public BatchGroup {
   void min(int32_t* values, size_t n) override;
   // True on every rank when `flag` is true on any rank (e.g. a stop request seen by one rank only).
   bool any(bool flag);
-  // The gradient of every trainable parameter, summed over the ranks.
-  void all_reduce_gradients(ParamSet& params, Backend& be);
+  // The gradient of every trainable parameter (or only the replicated ones, or only the expert-sharded ones:
+  // Param::sharded()), summed over the ranks.
+  enum class Which { All, Replicated, Sharded };
+  void all_reduce_gradients(ParamSet& params, Backend& be, Which which = Which::All);
   // The group's batch: every rank's rows [B, d] in rank order (host [P B, d]).
   Tensor gather_batch(const Tensor& host_local);
   // The group batch's statistics from each rank's (losses added, means re-weighted); d = model width.

@@ -8,26 +8,49 @@
 
 namespace moesae {
 
-MoeSae::MoeSae(const ModelConfig& config, Backend& backend)
-    : Sae(config, backend), n_(config.latents_per_expert()), router_(cfg_, be_, params_) {
-  const int F = cfg_.dict_size, d = cfg_.d, E = cfg_.experts;
-  w_enc_ = &params_.add(be_, "W_enc", F, d);
-  if (cfg_.encoder_bias) b_enc_ = &params_.add_vector(be_, "b_enc", F);
-  w_dec_ = &params_.add(be_, "W_dec", F, d, /*decoder=*/true);
+MoeSae::MoeSae(const ModelConfig& config, Backend& backend, ExpertExchange* exchange)
+    : Sae(config, backend),
+      n_(config.latents_per_expert()),
+      e0_(exchange ? exchange->first_expert() : 0),
+      el_(exchange ? exchange->local_experts() : config.experts),
+      ex_(exchange),
+      router_(cfg_, be_, params_) {
+  const int64_t F = cfg_.dict_size, d = cfg_.d, E = cfg_.experts, Fl = int64_t(el_) * n_;
+  MOESAE_CHECK(e0_ >= 0 && el_ >= 1 && e0_ + el_ <= E, "MoeSae: experts [", e0_, ", ", e0_ + el_, ") of ", E);
+  // Per-expert parameters hold this rank's experts' rows (all of them without expert parallelism).
+  const auto shard = [&](Param& p, int64_t first, int64_t full) -> Param& {
+    if (ex_) {
+      p.shard_first = first;
+      p.full_rows = full;
+    }
+    return p;
+  };
+  w_enc_ = &shard(params_.add(be_, "W_enc", Fl, d), int64_t(e0_) * n_, F);
+  if (cfg_.encoder_bias) b_enc_ = &shard(params_.add_vector(be_, "b_enc", Fl), int64_t(e0_) * n_, F);
+  w_dec_ = &shard(params_.add(be_, "W_dec", Fl, d, /*decoder=*/true), int64_t(e0_) * n_, F);
   b_pre_ = &params_.add_vector(be_, "b_pre", d);
-  if (cfg_.feature_scaling != FeatureScaling::None) omega_ = &params_.add_vector(be_, "omega", E);
+  if (cfg_.feature_scaling != FeatureScaling::None) omega_ = &shard(params_.add_vector(be_, "omega", el_), e0_, E);
   if (cfg_.feature_scaling == FeatureScaling::Reference) a_ref_ = &params_.add(be_, "A_lowpass", d, d);
-  if (cfg_.feature_scaling == FeatureScaling::Learned) a_lp_ = &params_.add(be_, "A_lowpass", F, d);
+  if (cfg_.feature_scaling == FeatureScaling::Learned)
+    a_lp_ = &shard(params_.add(be_, "A_lowpass", Fl, d), int64_t(e0_) * n_, F);
   ones_n_ = be_.empty(1, n_);
   be_.fill(ones_n_, 1.f);
 }
 
 void MoeSae::init(Rng& rng) {
   router_.init(rng);
-  init_encoder_and_tied_decoder(w_enc_->value, w_dec_->value, rng);
-  if (a_ref_) init_identity(be_, a_ref_->value);
+  if (!ex_) {
+    init_encoder_and_tied_decoder(w_enc_->value, w_dec_->value, rng);
+  } else {  // draw the whole encoder (the same numbers at every rank count), keep this rank's rows
+    Tensor full = be_.empty(cfg_.dict_size, cfg_.d);
+    init_uniform_fan_in(be_, full, cfg_.d, rng);
+    const Tensor mine = full.row_range(w_enc_->shard_first, w_enc_->shard_first + w_enc_->value.rows());
+    be_.copy(mine, w_enc_->value);
+    be_.copy(mine, w_dec_->value);
+    apply_decoder_constraint();
+  }
   if (a_lp_) {  // start at the paper's mean low-pass: every row of A_LP,i = mean row of W_i
-    for (int i = 0; i < cfg_.experts; ++i) {
+    for (int i = 0; i < el_; ++i) {
       Tensor mean = be_.empty_vector(cfg_.d);
       be_.sum_rows(w_enc_->value.row_range(i * n_, (i + 1) * n_), mean, 1.f / float(n_), 0.f);
       Tensor block = a_lp_->value.row_range(i * n_, (i + 1) * n_);
@@ -38,7 +61,7 @@ void MoeSae::init(Rng& rng) {
 }
 
 void MoeSae::compute_lowpass_vectors() {
-  const int E = cfg_.experts, d = cfg_.d;
+  const int E = el_, d = cfg_.d;
   means_ = be_.empty(E, d);
   for (int i = 0; i < E; ++i)
     be_.sum_rows(w_enc_->value.row_range(i * n_, (i + 1) * n_), means_.row_range(i, i + 1).flatten(),
@@ -51,20 +74,22 @@ void MoeSae::compute_lowpass_vectors() {
   }
 }
 
-Tensor MoeSae::encode_candidates(const Routing& r) {
-  const int64_t B = u_.rows(), e = cfg_.active_experts, d = cfg_.d;
+Tensor MoeSae::encode_candidates() {
+  const int64_t B = xu_.rows(), e = cfg_.active_experts, d = cfg_.d;
   const FeatureScaling fs = cfg_.feature_scaling;
+  const ExpertGroups& r = xgroups_;
   Tensor cand = be_.empty(B * e, n_);
+  if (ex_) be_.fill(cand, -1.f);  // slots of experts held elsewhere
   int64_t max_rows = 0;
-  for (int i = 0; i < cfg_.experts; ++i) max_rows = std::max(max_rows, r.groups.offsets[i + 1] - r.groups.offsets[i]);
+  for (int i = 0; i < el_; ++i) max_rows = std::max(max_rows, r.offsets[i + 1] - r.offsets[i]);
   Tensor ug_all = be_.empty(std::max<int64_t>(max_rows, 1), d);
   Tensor y_all = be_.empty(std::max<int64_t>(max_rows, 1), n_);
   Tensor s_all = be_.empty(std::max<int64_t>(max_rows, 1), 1);
-  for (int i = 0; i < cfg_.experts; ++i) {
-    const int64_t r0 = r.groups.offsets[i], r1 = r.groups.offsets[i + 1], m = r1 - r0;
+  for (int i = 0; i < el_; ++i) {
+    const int64_t r0 = r.offsets[i], r1 = r.offsets[i + 1], m = r1 - r0;
     if (m == 0) continue;
     Tensor ug = ug_all.row_range(0, m), y = y_all.row_range(0, m);
-    be_.gather_rows(u_, r.groups.tokens.row_range(r0, r1), ug);
+    be_.gather_rows(xu_, r.tokens.row_range(r0, r1), ug);
     const Tensor w_i = w_enc_->value.row_range(i * n_, (i + 1) * n_);
     const float om = omega_ ? omega_host_[i] : 0.f;
     // (1 + omega_i) W_i u  -  omega_i L_i u     (Eq. 2.5 as a correction; omega = 0 without Feature Scaling)
@@ -81,7 +106,7 @@ Tensor MoeSae::encode_candidates(const Routing& r) {
     }
     if (b_enc_) be_.add_row_vector(y, b_enc_->value.row_range(i * n_, (i + 1) * n_), 1.f);
     be_.relu(y);
-    be_.scatter_rows(y, r.groups.cand_rows.row_range(r0, r1), cand);
+    be_.scatter_rows(y, r.cand_rows.row_range(r0, r1), cand);
   }
   return cand;
 }
@@ -99,37 +124,65 @@ SaeStats MoeSae::forward(const Tensor& x, bool train) {
   omega_host_ = omega();
   if (cfg_.feature_scaling == FeatureScaling::Mean || cfg_.feature_scaling == FeatureScaling::Reference)
     compute_lowpass_vectors();
+  if (!ex_) {
+    xu_ = u_;
+    xexperts_ = routing_.experts;
+    xweights_ = routing_.weights;
+    xgroups_ = routing_.groups;
+  } else {
+    profile::Scope ps("dispatch");
+    DispatchedTokens in = ex_->dispatch(u_, routing_.experts, routing_.weights);
+    xu_ = in.u;
+    xexperts_ = in.experts;
+    xweights_ = in.weights;
+    xgroups_ = be_.group_by_expert(xexperts_, el_);
+  }
+  const int64_t M = xu_.rows();  // tokens the experts serve
   Tensor cand;
   {
     profile::Scope ps("encoder");
-    cand = encode_candidates(routing_);
+    cand = encode_candidates();
   }
   profile::Scope select_scope("select+decode");
 
   // Global Top-K over the e*n candidates of each token (Eq. 2.3). Candidate c of token b is latent
   // experts[b, c / n] * n + c % n; slots are in ascending expert order, so ties go to the smaller global id.
-  Tensor cand_rows = cand.reshape(B, e * n_);
-  Tensor sel = be_.empty(B, k, DType::I32);
-  code_.vals = be_.empty(B, k);
+  // Under expert parallelism this is the local top-K of this rank's candidates, then the distributed merge.
+  Tensor cand_rows = cand.reshape(M, e * n_);
+  Tensor sel = be_.empty(M, k, DType::I32);
+  xvals_ = be_.empty(M, k);
+  Tensor scores = xvals_;  // what the selection ranks
   if (cfg_.select_on == SelectOn::Weighted) {  // reference code: rank w_i f_ij
-    Tensor weighted = be_.empty(B * e, n_);
+    Tensor weighted = be_.empty(M * e, n_);
     be_.copy(cand, weighted);
-    be_.scale_rows(weighted, routing_.weights.flatten());
-    Tensor tmp = be_.empty(B, k);
-    be_.topk_rows(weighted.reshape(B, e * n_), static_cast<int>(k), tmp, sel);
-    be_.gather_cols(cand_rows, sel, code_.vals);
+    be_.scale_rows(weighted, xweights_.flatten());
+    scores = be_.empty(M, k);
+    be_.topk_rows(weighted.reshape(M, e * n_), static_cast<int>(k), scores, sel);
+    be_.gather_cols(cand_rows, sel, xvals_);
   } else {
-    be_.topk_rows(cand_rows, static_cast<int>(k), code_.vals, sel);
+    be_.topk_rows(cand_rows, static_cast<int>(k), xvals_, sel);
   }
-  code_.ids = be_.empty(B, k, DType::I32);
-  slots_ = be_.empty(B, k, DType::I32);
-  be_.candidates_to_latents(sel, routing_.experts, n_, code_.ids, slots_);
-  wsel_ = be_.empty(B, k);
-  be_.gather_cols(routing_.weights, slots_, wsel_);
-  coef_ = be_.empty(B, k);
-  be_.mul(code_.vals, wsel_, coef_);  // coef = w_i z_ij
+  xids_ = be_.empty(M, k, DType::I32);
+  slots_ = be_.empty(M, k, DType::I32);
+  be_.candidates_to_latents(sel, xexperts_, n_, xids_, slots_);
+  if (ex_) keep_global_topk(scores, xvals_);
+  wsel_ = be_.empty(M, k);
+  be_.gather_cols(xweights_, slots_, wsel_);
+  coef_ = be_.empty(M, k);
+  be_.mul(xvals_, wsel_, coef_);  // coef = w_i z_ij
   x_hat_ = be_.empty(B, d);
-  sparse_decode(be_, coef_, code_.ids, w_dec_->value, b_pre_->value, x_hat_);
+  if (!ex_) {
+    code_.ids = xids_;
+    code_.vals = xvals_;
+    sparse_decode(be_, coef_, xids_, w_dec_->value, b_pre_->value, x_hat_);
+  } else {  // x^ = b_pre + the partial reconstructions of the token's ranks (Eq. 2.4 split by rank)
+    Tensor partial = be_.empty(M, d);
+    be_.sparse_rows_matmul(coef_, xids_, w_dec_->value, 0.f, partial);
+    code_.ids = be_.empty(B, k, DType::I32);
+    code_.vals = be_.empty(B, k);
+    ex_->combine(partial, gids_, xvals_, scores, x_hat_, code_.ids, code_.vals);
+    be_.add_row_vector(x_hat_, b_pre_->value, 1.f);
+  }
 
   SaeStats s;
   reconstruction_stats(x, s);
@@ -142,38 +195,73 @@ SaeStats MoeSae::forward(const Tensor& x, bool train) {
   return s;
 }
 
+void MoeSae::keep_global_topk(const Tensor& scores, Tensor vals) {
+  const int64_t M = xids_.rows(), k = xids_.cols(), first_latent = int64_t(e0_) * n_;
+  Tensor ids = be_.to_host(xids_), slots = be_.to_host(slots_), v = be_.to_host(vals);
+  Tensor gids = host_tensor(M, k, DType::I32);
+  int32_t *ip = ids.host<int32_t>(), *sp = slots.host<int32_t>(), *gp = gids.host<int32_t>();
+  for (int64_t i = 0; i < M * k; ++i) gp[i] = ip[i] < 0 ? -1 : int32_t(ip[i] + first_latent);
+  gids_ = be_.from_host(gids);
+  const std::vector<int32_t> kept = ex_->keep(scores, gids_);
+  // Entries past the kept prefix are not part of the token's Top-K: no id, z = 0, and a slot of this rank (the
+  // first entry's, always a candidate here) so that per-slot gathers stay in range.
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t j = kept[m]; j < k; ++j) {
+      ip[m * k + j] = -1;
+      gp[m * k + j] = -1;
+      v.host<float>()[m * k + j] = 0.f;
+      sp[m * k + j] = sp[m * k];
+    }
+  be_.upload(ids, xids_);
+  be_.upload(gids, gids_);
+  be_.upload(v, vals);
+  be_.upload(slots, slots_);
+}
+
 void MoeSae::backward() {
-  const int64_t B = x_.rows(), e = cfg_.active_experts, k = cfg_.k, d = cfg_.d;
+  const int64_t B = x_.rows(), M = xu_.rows(), e = cfg_.active_experts, k = cfg_.k, d = cfg_.d;
   profile::Scope ps("backward");
   Tensor dxhat = be_.empty(B, d);
   reconstruction_grad(x_, dxhat);
-  Tensor dcoef = be_.empty(B, k);
-  sparse_decode_backward(be_, dxhat, coef_, code_.ids, w_dec_->value, w_dec_->grad, b_pre_->grad, dcoef);
+  Tensor xdxhat = dxhat;  // dL/dx^ of the tokens the experts serve
+  if (ex_) {
+    be_.sum_rows(dxhat, b_pre_->grad, 1.f, 1.f);
+    xdxhat = ex_->dispatch_rows(dxhat);
+  }
+  Tensor dcoef = be_.empty(M, k);
+  sparse_decode_backward(be_, xdxhat, coef_, xids_, w_dec_->value, w_dec_->grad, ex_ ? Tensor() : b_pre_->grad,
+                         dcoef);
   // coef = w z:  dz = dcoef w,  dw[b, slot] += dcoef z
-  Tensor dweights = be_.zeros(B, e);
-  Tensor tmp = be_.empty(B, k);
-  be_.mul(dcoef, code_.vals, tmp);
+  Tensor dweights = be_.zeros(M, e);
+  Tensor tmp = be_.empty(M, k);
+  be_.mul(dcoef, xvals_, tmp);
   be_.scatter_add_cols(tmp, slots_, dweights);
-  Tensor dpre = be_.empty(B, k);
+  Tensor dpre = be_.empty(M, k);
   be_.mul(dcoef, wsel_, dpre);
-  be_.relu_backward(code_.vals, dpre);  // ReLU mask at the selected latents
+  be_.relu_backward(xvals_, dpre);  // ReLU mask at the selected latents
 
   // Encoder: pre = (1 + omega_i) W_j . u - omega_i L_j . u (+ b_enc_j) for entry j of expert i.
-  Tensor du = be_.empty(B, d);
+  Tensor du = be_.empty(M, d);
   if (!omega_) {
-    sparse_encoder_backward(be_, dpre, dpre, code_.ids, u_, w_enc_->value, w_enc_->grad,
+    sparse_encoder_backward(be_, dpre, dpre, xids_, xu_, w_enc_->value, w_enc_->grad,
                             b_enc_ ? b_enc_->grad : Tensor(), du);
   } else {
-    Tensor entry_expert = be_.empty(B, k, DType::I32);
-    be_.gather_cols(routing_.experts, slots_, entry_expert);
-    Tensor entry_omega = be_.empty(B, k);
+    Tensor entry_expert = be_.empty(M, k, DType::I32);
+    be_.gather_cols(xexperts_, slots_, entry_expert);
+    Tensor entry_omega = be_.empty(M, k);
     be_.gather(omega_->value, entry_expert.flatten(), entry_omega.flatten());
-    Tensor scaled = be_.empty(B, k);  // (1 + omega) dpre
+    Tensor scaled = be_.empty(M, k);  // (1 + omega) dpre
     be_.mul(dpre, entry_omega, scaled);
     be_.axpy(1.f, dpre, scaled);
-    sparse_encoder_backward(be_, scaled, dpre, code_.ids, u_, w_enc_->value, w_enc_->grad,
+    sparse_encoder_backward(be_, scaled, dpre, xids_, xu_, w_enc_->value, w_enc_->grad,
                             b_enc_ ? b_enc_->grad : Tensor(), du);
     feature_scaling_backward(dpre, entry_expert, entry_omega, du);
+  }
+  if (ex_) {  // back to the origin: dL/du and dL/dw of its tokens, summed over the ranks that served them
+    Tensor odu = be_.empty(B, d), odw = be_.empty(B, e);
+    ex_->combine_backward(du, dweights, odu, odw);
+    du = odu;
+    dweights = odw;
   }
   be_.sum_rows(du, b_pre_->grad, -1.f, 1.f);  // u = x - b_pre
   router_.backward(dweights, lb_weight_);
@@ -181,21 +269,21 @@ void MoeSae::backward() {
 
 void MoeSae::feature_scaling_backward(const Tensor& dpre, const Tensor& entry_expert, const Tensor& entry_omega,
                                       Tensor du) {
-  const int64_t B = x_.rows(), k = cfg_.k, d = cfg_.d, E = cfg_.experts;
+  const int64_t B = xu_.rows(), k = cfg_.k, d = cfg_.d, E = el_;
   const FeatureScaling fs = cfg_.feature_scaling;
-  const Tensor& ids = code_.ids;
+  const Tensor& ids = xids_;
   // d omega_i = sum over entries of expert i of dpre (W_j . u - L_j . u)
   Tensor raw = be_.empty(B, k), low = be_.empty(B, k);
-  be_.sparse_rows_dot(u_, ids, w_enc_->value, raw);
+  be_.sparse_rows_dot(xu_, ids, w_enc_->value, raw);
   Tensor s_all;  // [B, E]: u_b . a_i (mean / reference)
   if (fs == FeatureScaling::Mean || fs == FeatureScaling::Reference) {
     s_all = be_.empty(B, E);
-    be_.gemm(false, true, 1.f, u_, lowpass_, 0.f, s_all);
+    be_.gemm(false, true, 1.f, xu_, lowpass_, 0.f, s_all);
     be_.gather_cols(s_all, entry_expert, low);
   } else if (fs == FeatureScaling::Identity) {
-    be_.identity_lowpass_dot(u_, ids, n_, low);
+    be_.identity_lowpass_dot(xu_, ids, n_, low);
   } else {
-    be_.sparse_rows_dot(u_, ids, a_lp_->value, low);
+    be_.sparse_rows_dot(xu_, ids, a_lp_->value, low);
   }
   be_.axpy(-1.f, low, raw);
   be_.mul(dpre, raw, raw);
@@ -210,7 +298,7 @@ void MoeSae::feature_scaling_backward(const Tensor& dpre, const Tensor& entry_ex
     Tensor g = be_.zeros(B, E);
     be_.scatter_add_cols(neg, entry_expert, g);
     Tensor g_a = be_.empty(E, d);
-    be_.gemm(true, false, 1.f, g, u_, 0.f, g_a);
+    be_.gemm(true, false, 1.f, g, xu_, 0.f, g_a);
     be_.gemm(false, false, 1.f, g, lowpass_, 1.f, du);
     Tensor g_mean = g_a;  // d mean_i
     if (fs == FeatureScaling::Reference) {  // a_i = A mean_i: dA += sum_i d a_i mean_i^T, d mean_i = A^T d a_i
@@ -224,7 +312,7 @@ void MoeSae::feature_scaling_backward(const Tensor& dpre, const Tensor& entry_ex
   } else if (fs == FeatureScaling::Identity) {
     be_.identity_lowpass_outer_add(neg, ids, n_, du);
   } else {
-    be_.sparse_rows_outer_add(neg, ids, u_, 1.f, a_lp_->grad);
+    be_.sparse_rows_outer_add(neg, ids, xu_, 1.f, a_lp_->grad);
     be_.sparse_rows_matmul(neg, ids, a_lp_->value, 1.f, du);
   }
 }

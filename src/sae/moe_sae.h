@@ -5,7 +5,12 @@
 //    and Feature Scaling W^_i = L_i + (1 + omega_i)(W_i - L_i) (Eq. 2.5, Appendix C) applied as a correction
 //    W^_i u = (1 + omega_i) W_i u - omega_i L_i u, never materialising W^_i.
 //  - Switch SAE (Mudide et al. 2025): the same with e = 1, weight p_{i*} (or 1 with heaviside) and no Feature Scaling.
+// Under expert parallelism (sae/expert_exchange.h) this rank holds a block of experts: its "origin" side routes
+// its own tokens and owns their reconstruction and code; its "expert" side encodes the tokens dispatched to it,
+// selects with the distributed Top-K, decodes the kept latents and sends partial reconstructions back. Without
+// it both sides are the same tokens and the math is exactly the 1-process model's.
 #pragma once
+#include "sae/expert_exchange.h"
 #include "sae/router.h"
 #include "sae/sae.h"
 
@@ -13,7 +18,9 @@ namespace moesae {
 
 class MoeSae final : public Sae {
  public:
-  MoeSae(const ModelConfig& config, Backend& backend);
+  // exchange: expert parallelism, this rank holding exchange->local_experts() of the E experts (its parameters
+  // are those experts' rows, Param::sharded()); nullptr: all experts here.
+  MoeSae(const ModelConfig& config, Backend& backend, ExpertExchange* exchange = nullptr);
   void init(Rng& rng) override;
   SaeStats forward(const Tensor& x, bool train) override;
   void backward() override;
@@ -25,20 +32,33 @@ class MoeSae final : public Sae {
  private:
   // Low-pass vectors a_i (rows of an [E, d] tensor) for the mean and reference variants: a_i = mean_i or A mean_i.
   void compute_lowpass_vectors();
-  // Candidate pre-activations [B*e, n] (row b*e + s = token b's s-th chosen expert) after ReLU.
-  Tensor encode_candidates(const Routing& r);
+  // Candidate pre-activations [M*e, n] of the expert side's tokens (row m*e + s = token m's s-th chosen expert)
+  // after ReLU; rows of slots held by other ranks are -1 (below every candidate).
+  Tensor encode_candidates();
+  // Expert parallelism: cuts the local selection to its prefix in the global Top-K (dropped entries: id -1,
+  // value 0) and fills gids_ with the global latent ids.
+  void keep_global_topk(const Tensor& scores, Tensor vals);
   void feature_scaling_backward(const Tensor& dpre, const Tensor& entry_expert, const Tensor& entry_omega,
                                 Tensor du);
 
-  int n_;  // latents per expert
+  int n_;         // latents per expert
+  int e0_, el_;   // this rank's experts: [e0_, e0_ + el_)
+  ExpertExchange* ex_;
   Router router_;
   Param *w_enc_, *b_enc_ = nullptr, *w_dec_, *b_pre_;
   Param *omega_ = nullptr, *a_ref_ = nullptr, *a_lp_ = nullptr;
   Tensor ones_n_;  // [1, n] of ones (rank-1 updates)
-  // Forward state for backward.
-  Tensor x_, u_, means_, lowpass_, coef_, wsel_, slots_;
-  std::vector<float> omega_host_;
+  // Forward state for backward. Origin side: this rank's tokens.
+  Tensor x_, u_;
   Routing routing_;
+  // Expert side: the tokens this rank's experts serve (the origin tokens without expert parallelism), their slots
+  // (local expert index, -1: held elsewhere) and weights, and the selected entries: local latent ids (xids_),
+  // global ones (gids_), z, w of the entry's expert, coef = w z, slot.
+  Tensor xu_, xexperts_, xweights_;
+  ExpertGroups xgroups_;
+  Tensor xids_, gids_, xvals_, wsel_, coef_, slots_;
+  Tensor means_, lowpass_;  // per local expert
+  std::vector<float> omega_host_;
   double lb_weight_ = 0;
 };
 

@@ -35,8 +35,8 @@ void Sae::apply_decoder_constraint() {
     if (cfg_.decoder_norm == DecoderNorm::Row) {
       be_.normalize_rows(p->value, 1e-8f);
     } else {  // reference code: unit columns within each expert's n x d block
-      const int64_t n = cfg_.latents_per_expert();
-      for (int i = 0; i < cfg_.experts; ++i) be_.normalize_cols(p->value.row_range(i * n, (i + 1) * n), 1e-8f);
+      const int64_t n = cfg_.latents_per_expert();  // the experts this rank holds (all without expert parallelism)
+      for (int64_t r = 0; r + n <= p->value.rows(); r += n) be_.normalize_cols(p->value.row_range(r, r + n), 1e-8f);
     }
   }
 }

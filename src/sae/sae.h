@@ -109,6 +109,8 @@ class Sae {
   SparseCode code_;
 };
 
-std::unique_ptr<Sae> make_sae(const ModelConfig& config, Backend& backend);
+class ExpertExchange;
+// experts: expert parallelism (sae/expert_exchange.h; mixture-of-experts models only), nullptr: none.
+std::unique_ptr<Sae> make_sae(const ModelConfig& config, Backend& backend, ExpertExchange* experts = nullptr);
 
 }  // namespace moesae

@@ -521,8 +521,8 @@ class CpuBackend final : public Backend {
     for (int64_t b = 0; b < B; ++b)
       for (int64_t s = 0; s < e; ++s) {
         int32_t x = ep[b * experts.ld() + s];
-        MOESAE_CHECK(x >= 0 && x < num_experts, "group_by_expert: expert id ", x);
-        ++g.offsets[x + 1];
+        MOESAE_CHECK(x >= -1 && x < num_experts, "group_by_expert: expert id ", x);
+        if (x >= 0) ++g.offsets[x + 1];
       }
     for (int i = 0; i < num_experts; ++i) g.offsets[i + 1] += g.offsets[i];
     g.tokens = host_vector(B * e, DType::I32);
@@ -531,6 +531,7 @@ class CpuBackend final : public Backend {
     for (int64_t b = 0; b < B; ++b)
       for (int64_t s = 0; s < e; ++s) {
         int32_t x = ep[b * experts.ld() + s];
+        if (x < 0) continue;
         int64_t r = pos[x]++;
         g.tokens.data<int32_t>()[r] = static_cast<int32_t>(b);
         g.cand_rows.data<int32_t>()[r] = static_cast<int32_t>(b * e + s);
@@ -552,9 +553,9 @@ class CpuBackend final : public Backend {
           *so = -1;
           continue;
         }
-        const int32_t s = c / n;
-        *so = s;
-        *lo = experts.data<int32_t>()[b * experts.ld() + s] * n + c % n;
+        const int32_t s = c / n, x = experts.data<int32_t>()[b * experts.ld() + s];
+        *so = x < 0 ? -1 : s;
+        *lo = x < 0 ? -1 : x * n + c % n;
       }
   }
   void update_fired(const Tensor& ids, const Tensor& vals, int64_t tokens, Tensor counter) override {

@@ -457,7 +457,7 @@ class CudaBackend final : public Backend {
                                 ctx_.stream));
     synchronize();  // the per-expert counts: the one host round trip of an MoE step
     g.offsets.assign(off.begin(), off.end());
-    MOESAE_CHECK(g.offsets.back() == n, "group_by_expert: ", g.offsets.back(), " of ", n, " entries grouped");
+    check_device_errors();  // an expert id out of range (the -1 entries are skipped and sort last)
     return g;
   }
   void candidates_to_latents(const Tensor& cand, const Tensor& experts, int n, Tensor latent, Tensor slots) override {
@@ -475,9 +475,9 @@ class CudaBackend final : public Backend {
         ms.at(b, j) = -1;
         return;
       }
-      const int32_t s = c / n;
-      ms.at(b, j) = s;
-      ml.at(b, j) = me.at(b, s) * n + c % n;
+      const int32_t s = c / n, x = me.at(b, s);
+      ms.at(b, j) = x < 0 ? -1 : s;
+      ml.at(b, j) = x < 0 ? -1 : x * n + c % n;
     });
   }
   void update_fired(const Tensor& ids, const Tensor& vals, int64_t tokens, Tensor counter) override {
