@@ -1030,6 +1030,204 @@ TEST_P(Parity, CandidatesToLatents) {
   }
 }
 
+// ---- expert parallelism: expert id -1 (a slot whose expert another rank holds) -----------------------------------
+
+namespace {
+
+// expert_choices(B, e, E, seed, skew) with holes: each slot is -1 with probability p_hole, and every
+// `all_holes_every`-th row (when > 0, starting with row 0) is -1 throughout.
+Tensor expert_choices_with_holes(int64_t B, int e, int E, uint64_t seed, double p_hole, int64_t all_holes_every,
+                                 double skew = 0.0) {
+  Tensor t = expert_choices(B, e, E, seed, skew);
+  Rng rng(seed ^ 0x5bd1e995u);
+  for (int64_t b = 0; b < B; ++b) {
+    const bool all = all_holes_every > 0 && b % all_holes_every == 0;
+    for (int s = 0; s < e; ++s)
+      if (rng.uniform() < p_hole || all) t.host<int32_t>()[b * e + s] = -1;
+  }
+  return t;
+}
+
+// The contract of group_by_expert, checked directly on one result (tokens / cand_rows as host copies) against the
+// contiguous host input experts [B, e]: offsets[0] = 0, offsets[x+1] - offsets[x] = the number of entries x (so
+// offsets[E] = the number of non-negative entries), and expert x's range lists exactly its (token, slot) pairs, as
+// cand_rows b * e + s in increasing order with tokens b = cand_rows / e. Only [0, offsets[E]) is specified.
+::testing::AssertionResult check_expert_groups(const Tensor& experts, int E, const std::vector<int64_t>& offsets,
+                                               const Tensor& tokens, const Tensor& cand_rows) {
+  const int64_t B = experts.rows(), e = experts.cols();
+  const int32_t* ep = experts.host<int32_t>();
+  std::vector<int64_t> count(E, 0);
+  int64_t valid = 0;
+  for (int64_t i = 0; i < B * e; ++i)
+    if (ep[i] >= 0) ++count[ep[i]], ++valid;
+  if (int64_t(offsets.size()) != E + 1)
+    return ::testing::AssertionFailure() << "offsets has " << offsets.size() << " entries, want " << E + 1;
+  if (offsets[0] != 0) return ::testing::AssertionFailure() << "offsets[0] = " << offsets[0];
+  if (offsets[E] != valid)
+    return ::testing::AssertionFailure() << "offsets[E] = " << offsets[E] << ", but " << valid << " of " << B * e
+                                         << " entries are not -1";
+  for (int x = 0; x < E; ++x)
+    if (offsets[x + 1] - offsets[x] != count[x])
+      return ::testing::AssertionFailure() << "expert " << x << " has " << offsets[x + 1] - offsets[x]
+                                           << " entries, want " << count[x];
+  if (tokens.numel() != B * e || cand_rows.numel() != B * e)
+    return ::testing::AssertionFailure() << "tokens / cand_rows have " << tokens.numel() << " / " << cand_rows.numel()
+                                         << " entries, want " << B * e;
+  const int32_t* tp = tokens.host<int32_t>();
+  const int32_t* cp = cand_rows.host<int32_t>();
+  for (int x = 0; x < E; ++x)
+    for (int64_t r = offsets[x]; r < offsets[x + 1]; ++r) {
+      const int32_t c = cp[r];
+      if (c < 0 || c >= B * e || ep[c] != x)
+        return ::testing::AssertionFailure() << "expert " << x << ": cand_rows[" << r << "] = " << c
+                                             << (c >= 0 && c < B * e ? " holds expert " + std::to_string(ep[c]) : "");
+      if (tp[r] != c / e)
+        return ::testing::AssertionFailure() << "expert " << x << ": tokens[" << r << "] = " << tp[r] << ", want "
+                                             << c / e << " (cand_rows " << c << ")";
+      if (r > offsets[x] && !(cp[r - 1] < c && tp[r - 1] <= tp[r]))
+        return ::testing::AssertionFailure() << "expert " << x << ": not in increasing token order at " << r
+                                             << " (cand_rows " << cp[r - 1] << " then " << c << ", tokens "
+                                             << tp[r - 1] << " then " << tp[r] << ")";
+    }
+  return ::testing::AssertionSuccess();
+}
+
+}  // namespace
+
+TEST_P(Parity, GroupByExpertSkipsMinusOne) {
+  struct Case {
+    int64_t B;
+    int e, E;
+    double p_hole;
+    int64_t all_holes_every;
+    double skew;
+    int64_t pad;
+  };
+  int64_t partial_rows = 0, empty_rows = 0;
+  for (Case c : {Case{1, 1, 1, 1.0, 1, 0, 0},          // the only entry is -1
+                 Case{1, 3, 8, 0, 1, 0, 0},            // one row, all -1
+                 Case{2, 2, 2, 0, 2, 0, 0},            // first row all -1, second full
+                 Case{300, 2, 8, 0.3, 7, 0, 0},        // partial and all -1 rows mixed
+                 Case{1000, 4, 4, 0.5, 3, 0, 0},       // e == E
+                 Case{777, 3, 16, 0.25, 5, 0.5, 3},    // skewed, strided
+                 Case{5000, 2, 64, 0.1, 0, 0.9, 0},    // hot experts
+                 Case{24576, 2, 64, 0.5, 11, 0, 0},    // large
+                 Case{4096, 8, 7, 0.9, 2, 0, 2},       // mostly -1, E not a power of two, strided
+                 Case{3000, 1, 1, 0.5, 0, 0, 0},       // one expert
+                 Case{2000, 2, 8, 1.0, 0, 0, 0}}) {    // every entry -1
+    Tensor experts = expert_choices_with_holes(c.B, c.e, c.E, seed(), c.p_hole, c.all_holes_every, c.skew);
+    for (int64_t b = 0; b < c.B; ++b) {
+      const int holes = int(std::count(experts.host<int32_t>() + b * c.e, experts.host<int32_t>() + (b + 1) * c.e, -1));
+      partial_rows += holes > 0 && holes < c.e;
+      empty_rows += holes == c.e;
+    }
+    Twin ex = twin(experts, c.pad);
+    ExpertGroups want = ref().group_by_expert(ex.ref, c.E);
+    ExpertGroups got = be().group_by_expert(ex.test, c.E);
+    std::ostringstream what;
+    what << "group_by_expert with -1 entries: B=" << c.B << " e=" << c.e << " E=" << c.E << " p_hole=" << c.p_hole
+         << " all_holes_every=" << c.all_holes_every << " skew=" << c.skew << (c.pad ? " strided" : "");
+    // The CPU reference against the contract itself, then the backend under test against the contract and the CPU.
+    EXPECT_TRUE(check_expert_groups(experts, c.E, want.offsets, want.tokens, want.cand_rows))
+        << what.str() << " (CPU reference)";
+    ASSERT_EQ(got.tokens.numel(), c.B * c.e) << what.str();
+    ASSERT_EQ(got.cand_rows.numel(), c.B * c.e) << what.str();
+    EXPECT_EQ(got.tokens.device(), be().device());
+    Tensor got_tokens = be().to_host(got.tokens), got_rows = be().to_host(got.cand_rows);
+    EXPECT_TRUE(check_expert_groups(experts, c.E, got.offsets, got_tokens, got_rows)) << what.str();
+    EXPECT_EQ(got.offsets, want.offsets) << what.str();
+    if (got.offsets != want.offsets || want.offsets.back() > c.B * c.e) continue;
+    const int64_t m = want.offsets.back();  // beyond the valid entries, tokens / cand_rows are unspecified
+    EXPECT_TRUE(compare(want.tokens.row_range(0, m), got_tokens.row_range(0, m), -1)) << what.str() << " tokens";
+    EXPECT_TRUE(compare(want.cand_rows.row_range(0, m), got_rows.row_range(0, m), -1)) << what.str() << " cand_rows";
+  }
+  EXPECT_GT(partial_rows, 0) << "no row with some (not all) slots -1";
+  EXPECT_GT(empty_rows, 0) << "no row with every slot -1";
+
+  // Hand-made: experts {5, 2} with row b % 3 == 0 -> {-1, 2}, 1 -> {5, -1}, 2 -> {-1, -1}.
+  const int64_t B = 2000;
+  Tensor holes = host_tensor(B, 2, DType::I32);
+  for (int64_t b = 0; b < B; ++b) {
+    holes.host<int32_t>()[2 * b] = b % 3 == 1 ? 5 : -1;
+    holes.host<int32_t>()[2 * b + 1] = b % 3 == 0 ? 2 : -1;
+  }
+  Twin ex = twin(holes);
+  ExpertGroups want = ref().group_by_expert(ex.ref, 8), got = be().group_by_expert(ex.test, 8);
+  const int64_t n2 = (B + 2) / 3, n5 = (B + 1) / 3;
+  const std::vector<int64_t> offsets = {0, 0, 0, n2, n2, n2, n2 + n5, n2 + n5, n2 + n5};
+  EXPECT_EQ(want.offsets, offsets) << "hand-made holes (CPU reference)";
+  for (int64_t r = 0; r < n2 + n5; ++r) {  // expert 2: tokens 0, 3, 6, ... (slot 1); expert 5: 1, 4, 7, ... (slot 0)
+    const int32_t token = int32_t(r < n2 ? 3 * r : 3 * (r - n2) + 1), row = r < n2 ? 2 * token + 1 : 2 * token;
+    ASSERT_EQ(want.tokens.host<int32_t>()[r], token) << "hand-made holes (CPU reference) tokens[" << r << "]";
+    ASSERT_EQ(want.cand_rows.host<int32_t>()[r], row) << "hand-made holes (CPU reference) cand_rows[" << r << "]";
+  }
+  EXPECT_EQ(got.offsets, want.offsets) << "hand-made holes";
+  EXPECT_TRUE(compare(want.tokens.row_range(0, n2 + n5), be().to_host(got.tokens).row_range(0, n2 + n5), -1))
+      << "hand-made holes tokens";
+  EXPECT_TRUE(compare(want.cand_rows.row_range(0, n2 + n5), be().to_host(got.cand_rows).row_range(0, n2 + n5), -1))
+      << "hand-made holes cand_rows";
+}
+
+TEST_P(Parity, CandidatesToLatentsMinusOneSlots) {
+  struct Case {
+    int64_t B;
+    int e, E, k, n;
+    double p_hole;
+    int64_t all_holes_every;
+    int64_t pad;
+  };
+  int64_t n_empty = 0, n_in_hole = 0, n_valid = 0;
+  for (Case c : {Case{1, 1, 1, 1, 48, 1.0, 1, 0},       // one candidate, in a -1 slot
+                 Case{1, 3, 8, 4, 48, 0.5, 0, 0},       // one row
+                 Case{500, 2, 8, 32, 48, 0.3, 7, 0},    // partial and all -1 rows mixed
+                 Case{300, 4, 16, 8, 48, 0.5, 3, 3},    // strided
+                 Case{2000, 2, 64, 64, 48, 0.1, 0, 0},
+                 Case{1000, 8, 7, 16, 1, 0.9, 2, 2},    // n = 1: candidate = slot; mostly -1, strided
+                 Case{700, 2, 8, 16, 48, 1.0, 0, 0}}) { // every expert -1
+    Tensor experts = expert_choices_with_holes(c.B, c.e, c.E, seed(), c.p_hole, c.all_holes_every);
+    Tensor cand = random_ids(c.B, c.k, c.e * c.n, seed(), 0.2);
+    // On even rows, force the mix: a candidate in a -1 slot, an empty candidate, a candidate in a valid slot.
+    Rng rng(seed());
+    const int32_t* ep = experts.host<int32_t>();
+    int32_t* cp = cand.host<int32_t>();
+    for (int64_t b = 0; b < c.B; b += 2) {
+      std::vector<int> hole, ok;
+      for (int s = 0; s < c.e; ++s) (ep[b * c.e + s] < 0 ? hole : ok).push_back(s);
+      if (!hole.empty()) cp[b * c.k + b % c.k] = hole[rng.below(hole.size())] * c.n + int32_t(rng.below(c.n));
+      if (c.k >= 2) cp[b * c.k + (b + 1) % c.k] = -1;
+      if (c.k >= 3 && !ok.empty())
+        cp[b * c.k + (b + 2) % c.k] = ok[rng.below(ok.size())] * c.n + int32_t(rng.below(c.n));
+    }
+    // What the contract gives.
+    Tensor want_lat = host_tensor(c.B, c.k, DType::I32), want_slot = host_tensor(c.B, c.k, DType::I32);
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int j = 0; j < c.k; ++j) {
+        const int32_t cc = cp[b * c.k + j], s = cc < 0 ? -1 : cc / c.n, x = s < 0 ? -1 : ep[b * c.e + s];
+        n_empty += cc < 0;
+        n_in_hole += cc >= 0 && x < 0;
+        n_valid += x >= 0;
+        want_lat.host<int32_t>()[b * c.k + j] = x < 0 ? -1 : x * c.n + cc % c.n;
+        want_slot.host<int32_t>()[b * c.k + j] = x < 0 ? -1 : s;
+      }
+    Twin tex = twin(experts, c.pad), tcand = twin(cand, c.pad ? c.pad + 1 : 0);
+    Twin lat = poisoned(c.B, c.k, DType::I32, c.pad), slots = poisoned(c.B, c.k, DType::I32, c.pad ? 2 : 0);
+    ref().candidates_to_latents(tcand.ref, tex.ref, c.n, lat.ref, slots.ref);
+    be().candidates_to_latents(tcand.test, tex.test, c.n, lat.test, slots.test);
+    std::ostringstream what;
+    what << "candidates_to_latents with -1 experts: B=" << c.B << " e=" << c.e << " k=" << c.k << " n=" << c.n
+         << " p_hole=" << c.p_hole << " all_holes_every=" << c.all_holes_every << (c.pad ? " strided" : "");
+    EXPECT_TRUE(compare(want_lat, ref().to_host(lat.ref), -1)) << what.str() << " latent ids (CPU reference)";
+    EXPECT_TRUE(compare(want_slot, ref().to_host(slots.ref), -1)) << what.str() << " slots (CPU reference)";
+    EXPECT_TRUE(compare(want_lat, be().to_host(lat.test), -1)) << what.str() << " latent ids";
+    EXPECT_TRUE(compare(want_slot, be().to_host(slots.test), -1)) << what.str() << " slots";
+    expect_equal(lat, what.str() + " latent ids (whole buffer)");
+    expect_equal(slots, what.str() + " slots (whole buffer)");
+  }
+  EXPECT_GT(n_empty, 0) << "no empty candidate";
+  EXPECT_GT(n_in_hole, 0) << "no candidate in a -1 slot";
+  EXPECT_GT(n_valid, 0) << "no valid candidate";
+}
+
 TEST_P(Parity, UpdateFired) {
   const int64_t F = 500, cap = int64_t(1) << 30;
   Tensor counter = host_vector(F, DType::I32);

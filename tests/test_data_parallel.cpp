@@ -46,6 +46,7 @@
 #include "train/batch_source.h"
 #include "train/trainer.h"
 #include "sae_test_util.h"
+#include "slice_source.h"
 
 using namespace moesae;
 
@@ -72,37 +73,6 @@ const Tensor& global_data() {
 }
 
 Tensor heldout_batch() { return global_data().row_range(kSteps * kB, (kSteps + 1) * kB); }
-
-// Rank r's share of every global batch: rows [s B + r B/P, s B + (r+1) B/P) of step s. The cursor is {step}.
-// At P = 1 (or for the reference) it yields the whole global batches.
-class SliceSource final : public BatchSource {
- public:
-  SliceSource(const Tensor& data, int64_t global_batch, int parts, int part)
-      : data_(data), b_(global_batch / parts), offset_(int64_t(part) * (global_batch / parts)), global_(global_batch) {}
-  int64_t dim() const override { return data_.cols(); }
-  void next(Tensor& host_batch) override {
-    if (host_batch.rows() != b_ || host_batch.cols() != data_.cols() || !host_batch.contiguous())
-      fail("SliceSource: asked for a [", host_batch.rows(), ", ", host_batch.cols(), "] batch, holds [", b_, ", ",
-           data_.cols(), "]");
-    const int64_t batches = data_.rows() / global_;
-    const int64_t row0 = int64_t(step_ % uint64_t(batches)) * global_ + offset_;
-    const Tensor src = data_.row_range(row0, row0 + b_);
-    std::memcpy(host_batch.host<float>(), src.host<float>(), size_t(b_ * data_.cols()) * sizeof(float));
-    ++step_;
-    if (on_next) on_next(step_);
-  }
-  std::vector<uint64_t> state() const override { return {step_}; }
-  void restore(const std::vector<uint64_t>& s) override {
-    if (s.size() != 1) fail("SliceSource: cursor of ", s.size(), " words");
-    step_ = s[0];
-  }
-  std::function<void(uint64_t)> on_next;  // called after each batch with the number of batches served
-
- private:
-  const Tensor& data_;
-  int64_t b_, offset_, global_;
-  uint64_t step_ = 0;
-};
 
 // Latents count as dead after 4 steps without firing, so the AuxK path and the counters' group minimum run.
 ModelConfig model_config(Arch arch) {
@@ -141,7 +111,7 @@ TrainResult train(Backend& be, const ModelConfig& mc, const TrainConfig& tc, boo
           const std::string& ckpt = "") {
   TrainResult r;
   r.sae = new_model(be, mc, tc.seed);
-  SliceSource local(global_data(), tc.batch_size, dp ? ranks() : 1, dp ? rank() : 0);
+  moesae::testing::SliceSource local(global_data(), tc.batch_size, dp ? ranks() : 1, dp ? rank() : 0);
   if (dp) {
     DataParallelSource source(local, *g_comm);
     DataParallel group(*g_comm);
@@ -351,7 +321,7 @@ std::vector<float> share_of(int64_t step) {
 }
 
 TEST(DataParallelSource, StateThenRestoreContinuesExactly) {
-  SliceSource local(global_data(), kB, ranks(), rank());
+  moesae::testing::SliceSource local(global_data(), kB, ranks(), rank());
   DataParallelSource src(local, *g_comm);
   EXPECT_EQ(src.dim(), kD);
   for (int i = 0; i < 3 + rank(); ++i) next_rows(src);  // the ranks' cursors differ: each must get its own back
@@ -365,7 +335,7 @@ TEST(DataParallelSource, StateThenRestoreContinuesExactly) {
   std::vector<std::vector<float>> want;
   for (int i = 0; i < 4; ++i) want.push_back(next_rows(src));
 
-  SliceSource local2(global_data(), kB, ranks(), rank());
+  moesae::testing::SliceSource local2(global_data(), kB, ranks(), rank());
   DataParallelSource again(local2, *g_comm);
   EXPECT_NO_THROW(again.restore(cursor));
   EXPECT_EQ(local2.state(), std::vector<uint64_t>{uint64_t(3 + rank())}) << "rank " << rank() << " got a wrong cursor";
@@ -389,14 +359,14 @@ TEST(DataParallelSource, CursorOfAnotherRankCountIsIgnored) {
   if (ranks() > 2) others.push_back(foreign_cursor(ranks() - 1));
   if (ranks() > 1) others.push_back({5});  // written by a 1-rank run: the local source's own format
   for (const auto& cursor : others) {
-    SliceSource local(global_data(), kB, ranks(), rank());
+    moesae::testing::SliceSource local(global_data(), kB, ranks(), rank());
     DataParallelSource src(local, *g_comm);
     EXPECT_NO_THROW(src.restore(cursor));
     EXPECT_EQ(local.state(), std::vector<uint64_t>{0}) << "a foreign cursor moved the stream";
     EXPECT_EQ(next_rows(src), share_of(0)) << "the stream must start at its beginning";
   }
   // The same rank count: taken (every rank its own entry).
-  SliceSource local(global_data(), kB, ranks(), rank());
+  moesae::testing::SliceSource local(global_data(), kB, ranks(), rank());
   DataParallelSource src(local, *g_comm);
   if (ranks() == 1) {
     src.restore({5});
@@ -510,7 +480,7 @@ TEST(StopRequest, OneRankStopsAll) {
   const TrainConfig tc = train_config();
   auto be = make_cpu_backend(1);
   auto sae = new_model(*be, mc, tc.seed);
-  SliceSource local(global_data(), kB, ranks(), rank());
+  moesae::testing::SliceSource local(global_data(), kB, ranks(), rank());
   if (rank() == victim) {
     install_stop_signal_handlers();
     local.on_next = [](uint64_t served) {

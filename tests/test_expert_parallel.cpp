@@ -11,7 +11,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +26,9 @@
 #include "sae/sae.h"
 #include "mpi_gtest.h"
 #include "sae_test_util.h"
+#include "slice_source.h"
+#include "temp_dir.h"
+#include "train/trainer.h"
 
 using namespace moesae;
 
@@ -228,6 +233,188 @@ TEST(ExpertParallel, RefusesMoreRanksThanExperts) {
   const ModelConfig topk = moesae::testing::family_config(Arch::TopK, kD, 64, kK, 1, 1, 4 * kB);
   ExpertParallel ep(*g_comm, *be, moesae::testing::family_config(Arch::Switch, kD, 64, kK, 4, 1, 4 * kB));
   EXPECT_THROW(make_sae(topk, *be, &ep), Error);
+}
+
+
+// ---- training: Trainer with set_expert_parallel --------------------------------------------------------------
+
+constexpr int64_t kSteps = 20;
+
+const Tensor& train_data() {  // kSteps global batches, then one held-out batch
+  static const Tensor data = moesae::testing::synthetic_rows((kSteps + 1) * kB, kD, 256, 8, 5, 31);
+  return data;
+}
+Tensor heldout() { return train_data().row_range(kSteps * kB, (kSteps + 1) * kB); }
+
+TrainConfig train_config() {
+  TrainConfig t;
+  t.steps = kSteps;
+  t.batch_size = kB;
+  t.lr = 5e-4;  // small: a near-tie in a Top-K must not flip and make the runs drift
+  t.log_every = 1;
+  t.eval_every = 5;
+  t.seed = 7;
+  t.geometric_median_init = true;
+  return t;
+}
+
+// Held-out MSE of a model, the periodic evaluation of these runs (rank 0 only).
+std::map<std::string, double> heldout_eval(Sae& s) {
+  Backend& be = s.backend();
+  const SaeStats st = s.forward(be.from_host(heldout()), false);
+  return {{"heldout_mse", st.mse}};
+}
+
+struct Run {
+  std::unique_ptr<comm::Communicator> ep_comm, replica_comm;
+  std::unique_ptr<ExpertParallel> ep;
+  std::unique_ptr<DataParallel> replicas;
+  std::unique_ptr<Sae> sae, whole;  // whole: rank 0's gathered model (expert-parallel runs)
+  MetricSeries metrics, eval;
+  TrainOutcome outcome;
+  Sae& final_model() { return whole ? *whole : *sae; }
+};
+
+// Expert-parallel over groups of `ep_size` consecutive ranks (also at ep_size 1: an ExpertParallel of one rank);
+// ep_size == 0: the 1-process reference on whole batches, run by every rank alone; -1: plain data parallelism.
+// Collective unless ep_size == 0.
+std::unique_ptr<Run> train(Backend& be, const ModelConfig& mc, int ep_size, int64_t stop_after = -1,
+                           const std::string& ckpt = "") {
+  auto r = std::make_unique<Run>();
+  const TrainConfig tc = train_config();
+  const bool reference = ep_size == 0;
+  if (ep_size > 0) {
+    r->ep_comm = g_comm->split(rank() / ep_size, rank() % ep_size);
+    if (ranks() / ep_size > 1) {
+      r->replica_comm = g_comm->split(rank() % ep_size, rank() / ep_size);
+      r->replicas = std::make_unique<DataParallel>(*r->replica_comm);
+    }
+    r->ep = std::make_unique<ExpertParallel>(*r->ep_comm, be, mc);
+  }
+  r->sae = make_sae(mc, be, r->ep.get());
+  Rng rng(tc.seed);
+  r->sae->init(rng);
+  if (r->ep && rank() == 0) r->whole = make_sae(mc, be);
+  moesae::testing::SliceSource local(train_data(), kB, reference ? 1 : ranks(), reference ? 0 : rank());
+  DataParallelSource source(local, *g_comm);
+  DataParallel group(*g_comm);
+  Trainer t(tc, *r->sae, reference ? static_cast<BatchSource&>(local) : source);
+  if (!reference) t.set_data_parallel(&group);
+  if (r->ep) t.set_expert_parallel(r->ep.get(), r->replicas.get(), r->whole.get());
+  t.set_eval_hook(heldout_eval);
+  if (!ckpt.empty()) {
+    t.set_checkpoint(ckpt, "test_expert_parallel");
+    t.resume();
+  }
+  r->outcome = t.run(stop_after);
+  t.gather_whole_model();
+  r->metrics = t.metrics();
+  r->eval = t.eval_metrics();
+  return r;
+}
+
+// Every metrics column the same on every rank (the job's statistics), bit for bit. Collective.
+void expect_metrics_agree_across_ranks(const MetricSeries& m) {
+  for (const char* col : {"step", "mse", "l0", "dead_fraction", "grad_norm", "lb", "omega_mean"}) {
+    if (!m.has(col)) continue;
+    const std::vector<double>& mine = m.column(col);
+    std::vector<double> every(mine.size() * size_t(ranks()));
+    g_comm->all_gather(mine.data(), mine.size(), every.data());
+    for (size_t i = 0; i < mine.size(); ++i)
+      EXPECT_EQ(mine[i], every[i]) << "metrics row " << i << " '" << col << "' on rank " << rank() << " vs rank 0";
+  }
+}
+
+void expect_same_model(Backend& be, Sae& got, Sae& want, double tol, const std::string& what) {
+  for (Param* p : want.params().all()) {
+    Param* q = got.params().find(p->name);
+    ASSERT_NE(q, nullptr) << p->name;
+    if (p->value.dtype() == DType::I32)
+      EXPECT_EQ(ints(be, q->value), ints(be, p->value)) << what << ": buffer " << p->name;
+    else if (tol == 0)
+      EXPECT_EQ(floats(be, q->value), floats(be, p->value)) << what << ": " << p->name << " not bitwise equal";
+    else
+      expect_close(floats(be, q->value), floats(be, p->value), tol, what + ": " + p->name);
+  }
+}
+
+void check_training(const ModelConfig& mc, int ep_size) {
+  SCOPED_TRACE("expert_parallel " + std::to_string(ep_size) + " x data_parallel " +
+               std::to_string(ranks() / ep_size));
+  auto be = make_cpu_backend(1);
+  auto ep = train(*be, mc, ep_size);
+  auto ref = train(*be, mc, 0);
+  expect_metrics_agree_across_ranks(ep->metrics);
+  EXPECT_TRUE(ep->outcome.finished);
+  for (const char* col : {"loss", "mse", "l0", "lb", "grad_norm", "omega_mean"}) {
+    if (!ref->metrics.has(col)) continue;
+    const auto &got = ep->metrics.column(col), &want = ref->metrics.column(col);
+    ASSERT_EQ(got.size(), want.size()) << col;
+    for (size_t i = 0; i < want.size(); ++i)
+      EXPECT_NEAR(got[i], want[i], 1e-4 * std::fabs(want[i]) + 1e-7) << col << " at step " << i + 1;
+  }
+  if (rank() != 0) return;
+  // The whole model on rank 0: parameters, Adam-driven drift included, and the dead-latent counters exactly.
+  expect_same_model(*be, ep->final_model(), ref->final_model(), 1e-4, "final");
+  // The periodic evaluation ran on the gathered model.
+  const auto &got = ep->eval.column("heldout_mse"), &want = ref->eval.column("heldout_mse");
+  ASSERT_EQ(got.size(), want.size());
+  ASSERT_EQ(got.size(), size_t(kSteps / 5 - 1));
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-4 * want[i]) << "eval " << i;
+}
+
+ModelConfig training_model(Arch arch) {
+  ModelConfig m = arch == Arch::Switch ? moesae::testing::family_config(Arch::Switch, kD, 128, kK, 8, 1, 2 * kB)
+                                       : scale(8, 2, FeatureScaling::Mean);
+  m.dead_threshold_tokens = 2 * kB;  // latents die within the run: the counters' group minimum matters
+  m.lb_alpha = 3.0f;
+  return m;
+}
+
+TEST(ExpertParallelTraining, SwitchMatchesOneProcess) { check_training(training_model(Arch::Switch), ranks()); }
+TEST(ExpertParallelTraining, ScaleWithFeatureScalingMatchesOneProcess) {
+  check_training(training_model(Arch::Scale), ranks());
+}
+// 2-D: expert-parallel pairs, replicated over the other ranks (at 4 ranks: 2 x 2; at 2: 2 x 1; at 3: skipped).
+TEST(ExpertParallelTraining, TwoDimensionalLayoutMatchesOneProcess) {
+  if (ranks() % 2 != 0) GTEST_SKIP() << "needs an even rank count";
+  check_training(training_model(Arch::Scale), 2);
+}
+
+// Stop at step 8 with a checkpoint (the whole model, gathered), resume: bitwise the uninterrupted run. Then resume
+// the same checkpoint in another layout (plain data parallelism: every rank takes the whole model), which
+// continues the same training up to summation order.
+TEST(ExpertParallelTraining, CheckpointResumesExactlyAndInAnotherLayout) {
+  const ModelConfig mc = training_model(Arch::Scale);
+  auto be = make_cpu_backend(1);
+  // One directory for all ranks: rank 0's TempDir, its path broadcast (as int32 characters).
+  std::unique_ptr<moesae::testing::TempDir> tmp;
+  if (rank() == 0) tmp = std::make_unique<moesae::testing::TempDir>();
+  std::vector<int32_t> chars(1024, 0);
+  if (rank() == 0) {
+    const std::string p = tmp->path().string();
+    ASSERT_LT(p.size(), chars.size());
+    std::copy(p.begin(), p.end(), chars.begin());
+  }
+  g_comm->broadcast(chars.data(), chars.size(), 0);
+  std::string dir;
+  for (size_t i = 0; i < chars.size() && chars[i] != 0; ++i) dir.push_back(char(chars[i]));
+  const std::string ckpt = dir + "/run.ckpt.h5", copy = dir + "/copy.ckpt.h5";
+
+  auto straight = train(*be, mc, ranks());
+  auto first = train(*be, mc, ranks(), 8, ckpt);
+  EXPECT_TRUE(first->outcome.interrupted);
+  if (rank() == 0) std::filesystem::copy_file(ckpt, copy);
+  g_comm->barrier();
+  auto resumed = train(*be, mc, ranks(), -1, ckpt);
+  auto other = train(*be, mc, -1, -1, copy);  // data parallel: whole parameters from the same file
+  EXPECT_TRUE(resumed->outcome.finished);
+  EXPECT_EQ(resumed->metrics.column("mse"), straight->metrics.column("mse"));
+  if (rank() == 0) {
+    expect_same_model(*be, resumed->final_model(), straight->final_model(), 0, "resumed");
+    expect_same_model(*be, other->final_model(), straight->final_model(), 1e-4, "resumed data-parallel");
+  }
+  g_comm->barrier();  // rank 0 removes the directory on return
 }
 
 }  // namespace

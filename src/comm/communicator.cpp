@@ -70,6 +70,10 @@ void abort_job_after_error(int exit_code) {
 
 Communicator::Communicator() : timeout_s_(timeout_from_env()) {}
 
+std::unique_ptr<Communicator> Communicator::split(int, int) {
+  fail("the ", name(), " communicator cannot be split into groups");
+}
+
 void Communicator::set_timeout(double seconds) {
   if (!(seconds > 0) || !std::isfinite(seconds)) fail("communicator timeout must be positive, got ", seconds);
   timeout_s_ = seconds;

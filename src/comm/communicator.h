@@ -76,6 +76,9 @@ class Communicator {
     broadcast_raw(data, n, ElemOf<T>::value, root);
   }
   virtual void barrier() = 0;
+  // A communicator of the ranks that pass the same `color`, ranked by `key` (then by rank); collective. For the
+  // 2-D layouts (expert-parallel groups x data-parallel replicas). The new one inherits timeout().
+  virtual std::unique_ptr<Communicator> split(int color, int key);
 
   // Count exchange: returns recv_counts, where recv_counts[s] = send_counts[rank()] of rank s (host vectors on every
   // backend). send_counts has size() entries, all >= 0.

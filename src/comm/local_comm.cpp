@@ -4,6 +4,12 @@
 
 namespace moesae::comm {
 
+std::unique_ptr<Communicator> LocalComm::split(int, int) {
+  auto c = std::make_unique<LocalComm>();
+  c->set_timeout(timeout());
+  return c;
+}
+
 void LocalComm::all_reduce_raw(void*, size_t, ElemType, ReduceOp) {}  // one rank: the data is the result
 
 void LocalComm::all_gather_raw(const void* send, size_t n, void* recv, ElemType t) {

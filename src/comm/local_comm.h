@@ -10,6 +10,7 @@ class LocalComm final : public Communicator {
   int size() const override { return 1; }
   std::string name() const override { return "local"; }
   void barrier() override {}
+  std::unique_ptr<Communicator> split(int color, int key) override;
 
  protected:
   void all_reduce_raw(void* data, size_t n, ElemType t, ReduceOp op) override;

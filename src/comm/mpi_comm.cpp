@@ -85,6 +85,15 @@ MpiComm::MpiComm(MPI_Comm parent) {
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
 }
 
+std::unique_ptr<Communicator> MpiComm::split(int color, int key) {
+  MPI_Comm part = MPI_COMM_NULL;
+  check_rc(MPI_Comm_split(comm_, color, key, &part), "comm_split");  // blocking: MPI has no non-blocking split
+  auto c = std::make_unique<MpiComm>(part);
+  MPI_Comm_free(&part);
+  c->set_timeout(timeout());
+  return c;
+}
+
 MpiComm::~MpiComm() {
   if (comm_ != MPI_COMM_NULL && mpi_is_up()) MPI_Comm_free(&comm_);
 }

@@ -48,6 +48,7 @@ class MpiComm final : public Communicator {
   int size() const override { return size_; }
   std::string name() const override { return "mpi"; }
   void barrier() override;
+  std::unique_ptr<Communicator> split(int color, int key) override;
   MPI_Comm mpi_comm() const { return comm_; }
 
   // Completes `req` by polling MPI_Test; aborts the job with the timeout error naming `collective` past the deadline.

@@ -378,7 +378,15 @@ std::vector<std::string> keys_of(const std::vector<Field<Cfg>>& fields) {
   return keys;
 }
 
-const char* const kSections[] = {"data", "model", "train", "eval", "lm"};
+const std::vector<Field<ParallelConfig>>& parallel_fields() {
+  static const std::vector<Field<ParallelConfig>> f = {
+      unless_default(int_field("expert_parallel", &ParallelConfig::expert_parallel, kNonNegative)),
+      unless_default(int_field("data_parallel", &ParallelConfig::data_parallel, kNonNegative)),
+  };
+  return f;
+}
+
+const char* const kSections[] = {"data", "model", "train", "eval", "lm", "parallel"};
 
 std::vector<std::string> section_keys(const std::string& section) {
   if (section == "data") return keys_of(data_fields());
@@ -389,6 +397,7 @@ std::vector<std::string> section_keys(const std::string& section) {
   }
   if (section == "train") return keys_of(train_fields());
   if (section == "lm") return keys_of(lm_fields());
+  if (section == "parallel") return keys_of(parallel_fields());
   return keys_of(eval_fields());
 }
 
@@ -426,7 +435,7 @@ bool is_section(const std::string& s) {
 
 // The top level is a mapping of known sections, each a mapping (or empty), without duplicate keys.
 void check_structure(const YAML::Node& root, const Source& src, bool check_unknown) {
-  if (!root.IsMap()) fail(src.at(root), ": a run configuration must be a mapping of sections (data, model, train, eval, lm)");
+  if (!root.IsMap()) fail(src.at(root), ": a run configuration must be a mapping of sections (data, model, train, eval, lm, parallel)");
   std::map<std::string, YAML::Mark> seen_sections;
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string section = it->first.Scalar();
@@ -548,6 +557,7 @@ RunConfig convert(const YAML::Node& root, const Source& src) {
   read_section(root, "train", train_fields(), src, c.train);
   read_section(root, "eval", eval_fields(), src, c.eval);
   read_section(root, "lm", lm_fields(), src, c.lm);
+  read_section(root, "parallel", parallel_fields(), src, c.parallel);
   // The reference code's redundancy metric compares against 0.8 (reference-implementations.md §3.8.4, §3.10 #11).
   if (c.model.compat == Compat::Reference && !(root["eval"] && root["eval"]["redundancy_threshold"]))
     c.eval.redundancy_threshold = 0.8;
@@ -572,7 +582,10 @@ RunConfig from_tree(YAML::Node root, const std::vector<std::string>& overrides, 
 }
 
 template <typename Cfg>
-void write_section(YAML::Emitter& out, const char* section, const std::vector<Field<Cfg>>& fields, const Cfg& cfg) {
+void write_section(YAML::Emitter& out, const char* section, const std::vector<Field<Cfg>>& fields, const Cfg& cfg,
+                   bool omit_if_empty = false) {
+  if (omit_if_empty && std::none_of(fields.begin(), fields.end(), [&](const auto& f) { return bool(f.write(cfg)); }))
+    return;
   out << YAML::Key << section << YAML::Value << YAML::BeginMap;
   for (const auto& f : fields) {
     const std::optional<Written> w = f.write(cfg);
@@ -621,6 +634,7 @@ std::string to_yaml(const RunConfig& c) {
   write_section(out, "train", train_fields(), c.train);
   write_section(out, "eval", eval_fields(), c.eval);
   write_section(out, "lm", lm_fields(), c.lm);
+  write_section(out, "parallel", parallel_fields(), c.parallel, /*omit_if_empty=*/true);  // absent while automatic
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -4,6 +4,9 @@
 //   model: { arch, dict_size, experts, active_experts, k, feature_scaling, compat, weight, ... }  (sae/config.h)
 //   train: { steps, batch_size, lr, decay_fraction, warmup_steps, beta1, beta2, eps, ... }       (train/config.h)
 //   eval:  { redundancy_threshold, recovered_threshold, max_tokens, batch_size }                  (eval/config.h)
+//   lm:    { model, tokenizer, layer, ctx, text, ... }: Loss Recovered in the language model      (eval/config.h)
+//   parallel: { expert_parallel, data_parallel }: the layout of a multi-rank run (written only when set)
+//                                                                                            (parallel/config.h)
 //
 // Every section and key is optional except model.dict_size; absent keys keep their defaults. Parsing is strict:
 // an unknown section or key, a duplicate key, a value of the wrong type or out of range, or malformed YAML is an
@@ -31,6 +34,7 @@
 #include "data/config.h"
 #include "eval/config.h"
 #include "sae/config.h"
+#include "parallel/config.h"
 #include "train/config.h"
 
 namespace YAML {
@@ -45,6 +49,7 @@ struct RunConfig {
   TrainConfig train;
   EvalConfig eval;
   LmEvalConfig lm;  // Loss Recovered with the SAE spliced into its language model (off while lm.model is empty)
+  ParallelConfig parallel;  // the layout of a multi-rank run (parallel/config.h)
 };
 
 // Reads and converts a YAML run configuration file, applying the overrides in order.

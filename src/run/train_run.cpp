@@ -16,6 +16,7 @@
 #include "comm/communicator.h"
 #include "eval/loss_recovered.h"
 #include "parallel/data_parallel.h"
+#include "parallel/expert_parallel.h"
 #include "run/record.h"
 #include "run/stream_source.h"
 #include "train/trainer.h"
@@ -132,15 +133,34 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
 
   check_lm_eval_files(config.lm);  // before training, not after
 
+  // The layout (parallel/config.h): groups of expert_parallel consecutive ranks shard the experts; the ranks at
+  // the same place in every group hold the same experts (replicas).
+  const bool moe = config.model.arch == Arch::Switch || config.model.arch == Arch::Scale;
+  const ParallelConfig layout = resolve_layout(config.parallel, ranks, moe, config.model.experts);
   auto be = make_backend(backend);
-  auto sae = make_sae(config.model, *be);
+  std::unique_ptr<comm::Communicator> ep_comm, replica_comm;
+  std::unique_ptr<ExpertParallel> ep;
+  std::unique_ptr<DataParallel> replicas;
+  if (layout.expert_parallel > 1) {
+    const int group = rank / layout.expert_parallel, member = rank % layout.expert_parallel;
+    ep_comm = comm->split(group, member);
+    if (layout.data_parallel > 1) {
+      replica_comm = comm->split(member, group);
+      replicas = std::make_unique<DataParallel>(*replica_comm);
+    }
+    ep = std::make_unique<ExpertParallel>(*ep_comm, *be, config.model);
+  }
+  auto sae = make_sae(config.model, *be, ep.get());
   Rng rng(config.train.seed);
   sae->init(rng);
+  // Under expert parallelism rank 0 evaluates and writes the record from the whole model, gathered into this one.
+  std::unique_ptr<Sae> whole = ep && rank == 0 ? make_sae(config.model, *be) : nullptr;
   StreamBatchSource local_source(stream);
   DataParallelSource source(local_source, *comm);
   DataParallel dp(*comm);
   Trainer trainer(config.train, *sae, source);
   if (ranks > 1) trainer.set_data_parallel(&dp);
+  if (ep) trainer.set_expert_parallel(ep.get(), replicas.get(), whole.get());
   trainer.set_checkpoint(ckpt, yaml);
   std::unique_ptr<Tensor> truth;
   if (has_ground_truth(config.data.path)) truth = std::make_unique<Tensor>(read_ground_truth(config.data.path));
@@ -157,8 +177,7 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
                to_string(config.model.arch), config.model.dict_size, config.model.experts,
                config.model.active_experts, config.model.k, config.model.d, config.train.steps,
                config.train.batch_size, trainer.base_lr(),
-               ranks > 1 ? fmt::format(", data-parallel over {} ranks ({} tokens each)", ranks,
-                                       config.train.batch_size / ranks)
+               ranks > 1 ? fmt::format(", {} ({} tokens each)", describe_layout(layout), config.train.batch_size / ranks)
                          : std::string());
   install_stop_signal_handlers();
   TrainOutcome outcome = trainer.run(opt.stop_after);
@@ -166,19 +185,21 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   result.steps_done = outcome.steps_done;
   result.seconds = outcome.seconds;
   if (!outcome.finished) return result;
-  if (rank > 0) {  // the replicas are identical: rank 0 evaluates and writes the record
+  trainer.gather_whole_model();  // expert parallelism: the whole model to rank 0 (collective)
+  if (rank > 0) {  // rank 0 evaluates and writes the record (data parallelism: the replicas are identical)
     dp.wait_for_rank0();
     result.finished = true;
     return result;
   }
 
+  Sae& model = whole ? *whole : *sae;
   EvalReader reader = stream.eval_reader();
   // With an LM (lm.model) and token ids on file: the past-tense-verb specialization metrics too.
   const EvalLm loaded_lm = load_eval_lm(config.lm);  // once, for the specialization metrics and Loss Recovered
-  result.final = evaluate_sae(*sae, reader, config.eval, config.train.batch_size, truth.get(),
+  result.final = evaluate_sae(model, reader, config.eval, config.train.batch_size, truth.get(),
                               {&stream.file(), loaded_lm.tokenizer.get()});
   if (config.lm.enabled())
-    for (const auto& [k, v] : evaluate_lm_for_run(*sae, config.lm, loaded_lm, stream.file()))
+    for (const auto& [k, v] : evaluate_lm_for_run(model, config.lm, loaded_lm, stream.file()))
       result.final.scalars[k] = v;
   result.final.scalars["train_seconds"] = outcome.seconds;
   result.final.scalars["steps"] = double(outcome.steps_done);
@@ -190,7 +211,7 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   rec.eval = trainer.eval_metrics();
   rec.final_scalars = result.final.scalars;
   rec.final_vectors = result.final.vectors;
-  for (Param* p : sae->params().all()) rec.weights[p->name] = be->to_host(p->value);
+  for (Param* p : model.params().all()) rec.weights[p->name] = be->to_host(p->value);
   rec.save(opt.out);
   std::filesystem::remove(ckpt);
   if (ranks > 1) dp.wait_for_rank0();  // the other ranks waited for the record

@@ -18,9 +18,13 @@ void Adam::step(double lr) {
     be_.adam_step(params_[i]->value, params_[i]->grad, m_[i], v_[i], float(lr), beta1_, beta2_, eps_, step_);
 }
 
-double clip_grad_norm(ParamSet& params, Backend& be, double max_norm) {
-  double sq = 0;
-  for (Param* p : params.trainable()) sq += be.sum_squares(p->grad);
+double clip_grad_norm(ParamSet& params, Backend& be, double max_norm, comm::Communicator* shards) {
+  double sq = 0, sharded = 0;
+  for (Param* p : params.trainable()) (shards && p->sharded() ? sharded : sq) += be.sum_squares(p->grad);
+  if (shards) {  // every rank's rows of the sharded parameters: the norm of the whole model's gradient
+    shards->all_reduce(&sharded, 1, comm::ReduceOp::Sum);
+    sq += sharded;
+  }
   const double norm = std::sqrt(sq);
   if (max_norm > 0 && norm > max_norm) {
     const float s = static_cast<float>(max_norm / (norm + 1e-6));

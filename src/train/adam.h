@@ -1,5 +1,6 @@
 // moesae training: Adam (Kingma & Ba) over a model's trainable parameters, with its moments kept per parameter.
 #pragma once
+#include "comm/communicator.h"
 #include <vector>
 
 #include "sae/params.h"
@@ -27,8 +28,9 @@ class Adam {
 };
 
 // Global L2 norm of all gradients; if max_norm > 0 and the norm exceeds it, scales every gradient by
-// max_norm / norm. Returns the norm before clipping.
-double clip_grad_norm(ParamSet& params, Backend& be, double max_norm);
+// max_norm / norm. Returns the norm before clipping. shards: under expert parallelism, the ranks over which the
+// sharded parameters (Param::sharded()) are split; the norm is then the whole model's, the same on every rank.
+double clip_grad_norm(ParamSet& params, Backend& be, double max_norm, comm::Communicator* shards = nullptr);
 
 // Learning rate at a (0-based) step: linear warm-up over warmup_steps, constant, then linear decay to 0 over
 // the last decay_fraction of the steps (factor (steps - step) / (steps - decay_start)).

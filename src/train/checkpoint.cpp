@@ -44,8 +44,19 @@ IntervalSums decode_interval(const std::vector<double>& v, const std::string& pa
 }  // namespace
 
 void save_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam,
-                     const CheckpointState& state) {
+                     const CheckpointState& state, const GatherWhole& gather, bool write) {
   Backend& be = sae.backend();
+  const auto whole = [&](const Param& p, const Tensor& t) { return gather ? gather(p, t) : be.to_host(t); };
+  // Everything gathered first (collective under expert parallelism), then written by one rank.
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  auto params = sae.params().trainable();
+  for (size_t i = 0; i < params.size(); ++i) {
+    tensors.push_back({"/params/" + params[i]->name, whole(*params[i], params[i]->value)});
+    tensors.push_back({"/adam_m/" + params[i]->name, whole(*params[i], adam.first_moments()[i])});
+    tensors.push_back({"/adam_v/" + params[i]->name, whole(*params[i], adam.second_moments()[i])});
+  }
+  for (Param* b : sae.params().buffers()) tensors.push_back({"/buffers/" + b->name, whole(*b, b->value)});
+  if (!write) return;
   h5::AtomicWriter w(path);
   h5::File& f = w.file();
   f.set_attr("/", "kind", std::string("moesae checkpoint"));
@@ -53,17 +64,8 @@ void save_checkpoint(const std::string& path, const std::string& config_yaml, Sa
   f.set_attr("/", "step", state.step);
   f.set_attr("/", "adam_step", adam.steps_taken());
   f.write_u64("/data_cursor", state.data_cursor);
-  f.create_group("/params");
-  f.create_group("/adam_m");
-  f.create_group("/adam_v");
-  auto params = sae.params().trainable();
-  for (size_t i = 0; i < params.size(); ++i) {
-    f.write("/params/" + params[i]->name, be.to_host(params[i]->value));
-    f.write("/adam_m/" + params[i]->name, be.to_host(adam.first_moments()[i]));
-    f.write("/adam_v/" + params[i]->name, be.to_host(adam.second_moments()[i]));
-  }
-  f.create_group("/buffers");
-  for (Param* b : sae.params().buffers()) f.write("/buffers/" + b->name, be.to_host(b->value));
+  for (const char* g : {"/params", "/adam_m", "/adam_v", "/buffers"}) f.create_group(g);
+  for (const auto& [name, t] : tensors) f.write(name, t);
   save_log(f, "/metrics", state.metrics);
   save_log(f, "/eval", state.eval_metrics);
   f.write_f64("/interval", encode(state.interval));
@@ -93,18 +95,21 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& conf
   st.step = f.attr_int("/", "step");
   adam.set_steps_taken(f.attr_int("/", "adam_step"));
   st.data_cursor = f.read_u64("/data_cursor");
-  auto load_into = [&](const std::string& dset, Tensor dst) {
+  // The file holds whole parameters; a sharded one (expert parallelism) takes its rows.
+  auto load_into = [&](const std::string& dset, const Param& p, Tensor dst) {
     Tensor h = f.read(dset);
-    if (h.numel() != dst.numel()) fail("checkpoint '", path, "': ", dset, " has ", h.numel(), " elements, expected ", dst.numel());
-    be.upload(h.rank() == dst.rank() ? h : h.reshape(dst.rows(), dst.cols()), dst);
+    const int64_t want = p.global_rows() * p.row_elems();
+    if (h.numel() != want) fail("checkpoint '", path, "': ", dset, " has ", h.numel(), " elements, expected ", want);
+    if (p.sharded()) h = h.reshape(p.full_rows, p.row_elems()).row_range(p.shard_first, p.shard_first + dst.numel() / p.row_elems());
+    be.upload(dst.rank() == 1 ? h.flatten() : h.rank() == 2 ? h : h.reshape(dst.rows(), dst.cols()), dst);
   };
   auto params = sae.params().trainable();
   for (size_t i = 0; i < params.size(); ++i) {
-    load_into("/params/" + params[i]->name, params[i]->value);
-    load_into("/adam_m/" + params[i]->name, adam.first_moments()[i]);
-    load_into("/adam_v/" + params[i]->name, adam.second_moments()[i]);
+    load_into("/params/" + params[i]->name, *params[i], params[i]->value);
+    load_into("/adam_m/" + params[i]->name, *params[i], adam.first_moments()[i]);
+    load_into("/adam_v/" + params[i]->name, *params[i], adam.second_moments()[i]);
   }
-  for (Param* b : sae.params().buffers()) load_into("/buffers/" + b->name, b->value);
+  for (Param* b : sae.params().buffers()) load_into("/buffers/" + b->name, *b, b->value);
   st.metrics = load_log(f, "/metrics");
   st.eval_metrics = load_log(f, "/eval");
   if (f.exists("/interval")) st.interval = decode_interval(f.read_f64("/interval"), path);  // absent: no open row

@@ -3,7 +3,12 @@
 // metrics row in progress, so that a resumed run logs exactly the rows of an uninterrupted one), and the resolved
 // config text (resuming with a different config is refused). Written atomically: a crash mid-write leaves the
 // previous checkpoint intact.
+//
+// Under expert parallelism the file holds the whole model in the 1-process layout (every sharded parameter and
+// Adam moment gathered to the writing rank), so a checkpoint resumes at any rank count, or on one process: each
+// rank loads its rows of the sharded parameters (Param::shard_first).
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -28,8 +33,13 @@ struct CheckpointState {
   IntervalSums interval;
 };
 
+// The whole of a parameter's tensor (its value, gradient-shaped Adam moment...) as a host tensor; under expert
+// parallelism a collective gather that returns an empty Tensor on the ranks that do not write.
+using GatherWhole = std::function<Tensor(const Param&, const Tensor&)>;
+
+// gather: empty = this process holds whole parameters. write: false on ranks that only take part in the gathers.
 void save_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam,
-                     const CheckpointState& state);
+                     const CheckpointState& state, const GatherWhole& gather = {}, bool write = true);
 // The configuration text a checkpoint was written with; fails (without naming the file: callers add it) if the
 // file cannot be read or is not a moesae checkpoint.
 std::string checkpoint_config(const std::string& path);

@@ -50,6 +50,24 @@ void Trainer::set_data_parallel(DataParallel* dp) {
   sae_.set_batch_group(dp && P > 1 ? dp : nullptr);
 }
 
+void Trainer::set_expert_parallel(ExpertParallel* ep, DataParallel* replicas, Sae* whole) {
+  if (ep && !dp_) fail("expert parallelism needs the data-parallel group of all ranks (set_data_parallel first)");
+  if (ep && (whole != nullptr) != (dp_->rank() == 0))
+    fail("expert parallelism: the whole model for evaluation belongs to rank 0, and only there");
+  if (ep && dp_->size() != ep->communicator().size() * (replicas ? replicas->size() : 1))
+    fail("expert parallelism: ", ep->communicator().size(), " expert-parallel ranks x ",
+         replicas ? replicas->size() : 1, " replicas is not the ", dp_->size(), " ranks");
+  ep_ = ep;
+  replicas_ = replicas;
+  whole_ = whole;
+}
+
+void Trainer::gather_whole_model() {
+  if (!ep_) return;
+  gather_model(ep_->communicator(), sae_.params(), sae_.backend(), whole_ ? &whole_->params() : nullptr,
+               whole_ ? &whole_->backend() : nullptr);
+}
+
 void Trainer::set_checkpoint(const std::string& path, const std::string& config_yaml) {
   ckpt_path_ = path;
   config_yaml_ = config_yaml;
@@ -79,7 +97,14 @@ bool Trainer::resume() {
 void Trainer::checkpoint() {
   if (ckpt_path_.empty()) return;
   state_.data_cursor = data_.state();  // collective under data parallelism: every rank's cursor
-  if (!dp_ || dp_->rank() == 0) save_checkpoint(ckpt_path_, config_yaml_, sae_, adam_, state_);
+  if (ep_) {  // the whole model, gathered to rank 0
+    comm::Communicator& c = ep_->communicator();
+    Backend& be = sae_.backend();
+    save_checkpoint(ckpt_path_, config_yaml_, sae_, adam_, state_,
+                    [&](const Param& p, const Tensor& t) { return gather_whole(c, be, p, t); }, dp_->rank() == 0);
+  } else if (!dp_ || dp_->rank() == 0) {
+    save_checkpoint(ckpt_path_, config_yaml_, sae_, adam_, state_);
+  }
   if (dp_) dp_->wait_for_rank0();  // the file is complete before any rank goes on (or exits)
 }
 
@@ -118,8 +143,11 @@ TrainOutcome Trainer::run(int64_t stop_after) {
     if (!std::isfinite(s.loss))
       fail("training diverged at step ", state_.step, ": loss is ", s.loss, " (try a lower train.lr)");
     sae_.backward();
-    if (dp_) dp_->all_reduce_gradients(sae_.params(), be);
-    const double gnorm = clip_grad_norm(sae_.params(), be, cfg_.grad_clip);
+    if (dp_)  // expert parallelism: an expert's gradient is summed over the replicas that hold it
+      dp_->all_reduce_gradients(sae_.params(), be, ep_ ? DataParallel::Which::Replicated : DataParallel::Which::All);
+    if (replicas_) replicas_->all_reduce_gradients(sae_.params(), be, DataParallel::Which::Sharded);
+    const double gnorm =
+        clip_grad_norm(sae_.params(), be, cfg_.grad_clip, ep_ ? &ep_->communicator() : nullptr);
     sae_.project_decoder_gradient();
     const double lr = lr_at(cfg_, base_lr_, state_.step);
     adam_.step(lr);
@@ -155,9 +183,10 @@ TrainOutcome Trainer::run(int64_t stop_after) {
       }
       auto omega = sae_.omega();
       if (!omega.empty()) {
-        double m = 0;
-        for (float w : omega) m += w;
-        row["omega_mean"] = m / double(omega.size());
+        double m[2] = {0, double(omega.size())};  // sum and count (over every rank's experts when sharded)
+        for (float w : omega) m[0] += w;
+        if (ep_) ep_->communicator().all_reduce(m, 2, comm::ReduceOp::Sum);
+        row["omega_mean"] = m[0] / m[1];
       }
       state_.metrics.add_row(row);
       const double done = double(state_.step - first), rate = done / std::max(total.seconds(), 1e-9);
@@ -168,9 +197,10 @@ TrainOutcome Trainer::run(int64_t stop_after) {
       interval.reset();
     }
     const bool evaluate = eval_hook_ && cfg_.eval_every > 0 && state_.step % cfg_.eval_every == 0 && !last;
+    if (evaluate && ep_) gather_whole_model();
     if (evaluate && (!dp_ || dp_->rank() == 0)) {
       if (dp_) sae_.set_batch_group(nullptr);  // rank 0 evaluates alone: the statistics of its own batches
-      auto row = eval_hook_(sae_);
+      auto row = eval_hook_(ep_ ? *whole_ : sae_);
       if (dp_) sae_.set_batch_group(dp_->size() > 1 ? dp_ : nullptr);
       row["step"] = double(state_.step);
       state_.eval_metrics.add_row(row);

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "parallel/data_parallel.h"
+#include "parallel/expert_parallel.h"
 #include "sae/sae.h"
 #include "train/adam.h"
 #include "train/batch_source.h"
@@ -37,6 +38,16 @@ class Trainer {
   // any rank stops all of them at the same step, rank 0 alone writes checkpoints and runs the evaluation hook.
   // The data source must be a DataParallelSource over the same communicator.
   void set_data_parallel(DataParallel* dp);
+  // Expert parallelism (parallel/expert_parallel.h), with set_data_parallel over ALL ranks (each rank still trains
+  // its share of the batch, and the batch statistics stay the whole job's). The model's experts are sharded over
+  // ep's ranks; `replicas` (nullptr: none) groups the ranks that hold the same experts in a 2-D layout. The
+  // replicated parameters' gradients are all-reduced over all ranks, the sharded ones over `replicas`; the gradient
+  // norm is the whole model's; checkpoints hold the whole model (gathered to rank 0); the evaluation hook runs on
+  // rank 0 on `whole`, an unsharded model of the same configuration (nullptr on every other rank), into which the
+  // parameters are gathered first.
+  void set_expert_parallel(ExpertParallel* ep, DataParallel* replicas, Sae* whole);
+  // Gathers the sharded model's parameters into `whole` on rank 0 (collective); no-op without expert parallelism.
+  void gather_whole_model();
   // Loads the checkpoint if its file exists; returns whether it did.
   bool resume_if_present();
   // resume_if_present(), and under data parallelism a check that every rank resumed at the same step.
@@ -60,6 +71,9 @@ class Trainer {
   std::string ckpt_path_, config_yaml_;
   EvalHook eval_hook_;
   DataParallel* dp_ = nullptr;
+  ExpertParallel* ep_ = nullptr;
+  DataParallel* replicas_ = nullptr;
+  Sae* whole_ = nullptr;
   double base_lr_;
 };
 

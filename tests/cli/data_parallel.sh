@@ -3,7 +3,8 @@
 #  1. tests/test_data_parallel (built into <build>/tests) at 2, 3 and 4 ranks: training parity of TopK, Switch,
 #     Scale and Gated with a 1-process reference, the data cursor, the geometric-median init, a stop request on one
 #     rank; rank 0's all-reduced verdict; and a failure planted on rank 1 (MOESAE_DP_TEST_FAIL_RANK) failing them all;
-#  2. `mpirun -np 3 moesae train` on synthetic data writes a valid record (rank 0);
+#  2. `mpirun -np 3 moesae train` on synthetic data writes a valid record (rank 0); the Scale SAE here is made
+#     data-parallel with parallel.expert_parallel: 1 (expert parallelism, its default, is tests/cli/expert_parallel.sh);
 #  3. --stop-after at 3 ranks leaves a checkpoint, resuming at 3 ranks finishes with the straight run's weights bit
 #     for bit; resuming a 3-rank checkpoint at 2 ranks warns ("written by 3 rank(s)") and finishes;
 #  4. a batch size that does not split over the ranks: one clear error, mpirun exits non-zero;
@@ -64,6 +65,7 @@ cat > cfg.yaml <<YAML
 data: {path: $tmp/acts.h5, eval_tokens: 1000, shuffle_buffer: 2000, chunk_rows: 500}
 model: {arch: scale, dict_size: 128, experts: 8, active_experts: 2, k: 4, feature_scaling: mean}
 train: {steps: 60, batch_size: 96, log_every: 10, lr: 0.001}
+parallel: {expert_parallel: 1}  # plain data parallelism (a Scale SAE is expert-parallel by default)
 YAML
 train() {  # <ranks> <log> <args...>: moesae train under mpirun; returns mpirun's status
   local n="$1" log="$2"; shift 2
@@ -176,6 +178,7 @@ base:
   data: {path: $tmp/acts.h5, eval_tokens: 1000}
   model: {k: 4}
   train: {steps: 20, batch_size: 96, lr: 1e-3, log_every: 10}
+  parallel: {expert_parallel: 1}
 runs:
   - name: topk
     model: {arch: topk, dict_size: 64}
