@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Expert parallelism under mpirun (src/parallel/expert_parallel.h; `moesae train` of a Switch or Scale SAE with
+# more than one rank shards its experts by default):
+#  1. tests/test_expert_parallel at 2, 3 and 4 ranks: one step and whole training runs against the 1-process
+#     model (Switch, Scale with every Feature Scaling variant, the reference code's options, E = 7 uneven blocks,
+#     2 x 2 layouts), checkpoints resumed exactly and in another layout;
+#  2. `mpirun -np 3 moesae train` (default layout: experts over 3 ranks) against the data-parallel run of the same
+#     config at 3 ranks (the same rows in the same steps): the same final weights up to summation order; the record
+#     holds the whole model;
+#  3. --stop-after 30 at 3 ranks and resume at 3: bitwise the straight 3-rank run; the same checkpoint resumed at
+#     2 ranks and at 1 process (resharded: the checkpoint holds the whole model), finishing near the straight run;
+#  4. a 2 x 2 layout at 4 ranks (parallel.expert_parallel: 2) near the 1-process run;
+#  5. bad layouts, each one error line and a non-zero exit: expert_parallel that does not divide the ranks,
+#     expert parallelism of a TopK SAE, more ranks than experts;
+#  6. `mpirun -np 2 moesae run` of a grid with a TopK run (data-parallel) and a Scale run (expert-parallel);
+#  7. kill -9 of rank 1 mid-training: mpirun exits non-zero, no moesae process left.
+# Run by ctest as `bash expert_parallel.sh /path/to/build/bin/moesae`; exit 77 (skipped) without mpirun.
+set -euo pipefail
+moesae="$(realpath "$1")"
+build="$(dirname "$(dirname "$moesae")")"
+testbin="$build/tests/test_expert_parallel"
+command -v mpirun >/dev/null || { echo "skipped: mpirun not found"; exit 77; }
+/usr/bin/python3 -c 'import h5py, numpy' 2>/dev/null || { echo "skipped: needs /usr/bin/python3 with h5py and numpy"; exit 77; }
+[[ -x "$testbin" ]] || { echo "FAIL: $testbin not built"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/mpi_env.bash"
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MOESAE_COMM_TIMEOUT=20
+t_start=$SECONDS
+tmp="$(mktemp -d)"
+bg_pid=""
+cleanup() {
+  local rc=$?
+  trap - EXIT
+  if [[ -n "$bg_pid" ]] && kill -0 "$bg_pid" 2>/dev/null; then kill -9 "$bg_pid" 2>/dev/null || true; fi
+  for p in $(pgrep -f "$tmp/" 2>/dev/null || true); do kill -9 "$p" 2>/dev/null || true; done  # ours only
+  cd /
+  rm -rf "$tmp"
+  exit $rc
+}
+trap cleanup EXIT
+cd "$tmp"
+fail() { echo "FAIL: $*"; exit 1; }
+show() { echo "---- $1"; tail -n 40 "$1"; }
+# compare <a.h5> <b.h5> <relative tolerance, 0 = bitwise>: every /weights dataset of two records.
+compare() {
+  /usr/bin/python3 - "$@" <<'PY'
+import sys, h5py, numpy as np
+a, b, tol = sys.argv[1], sys.argv[2], float(sys.argv[3])
+with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+    assert sorted(fa["weights"]) == sorted(fb["weights"]), (list(fa["weights"]), list(fb["weights"]))
+    worst = 0.0
+    for name in fa["weights"]:
+        x, y = fa["weights"][name][()], fb["weights"][name][()]
+        assert x.shape == y.shape, (name, x.shape, y.shape)
+        if tol == 0:
+            assert x.tobytes() == y.tobytes(), f"/weights/{name} differs"
+            continue
+        if x.dtype.kind == "i":
+            assert np.array_equal(x, y) or name == "tokens_since_fired", f"/weights/{name} differs"
+            continue
+        err = np.linalg.norm(x.astype(np.float64) - y) / max(np.linalg.norm(y.astype(np.float64)), 1e-30)
+        worst = max(worst, err)
+        assert err <= tol, f"/weights/{name}: relative error {err:.3g} > {tol}"
+    print(f"largest relative weight error {worst:.2g}")
+PY
+}
+
+# ---- 1. the GoogleTest binary at 2, 3, 4 ranks -------------------------------------------------------------------------
+for n in 2 3 4; do
+  t0=$SECONDS
+  rc=0
+  timeout 120 mpirun -np "$n" "$testbin" > "t$n.log" 2>&1 || rc=$?
+  [[ $rc -eq 0 ]] || { show "t$n.log"; fail "test_expert_parallel at $n ranks: rc $rc"; }
+  grep -q "^expert_parallel: $n ranks: all tests passed on every rank" "t$n.log" || { show "t$n.log"; fail "no verdict at $n"; }
+  echo "test_expert_parallel at $n ranks: all tests passed on every rank ($((SECONDS - t0))s)"
+done
+
+# ---- 2. moesae train at 3 ranks vs 1 process --------------------------------------------------------------------------
+"$moesae" --log-level warn synth -o acts.h5 --d 16 --features 128 --tokens 20000 --seed 3
+cat > cfg.yaml <<YAML
+data: {path: $tmp/acts.h5, eval_tokens: 1000, shuffle_buffer: 2000, chunk_rows: 500}
+model: {arch: scale, dict_size: 192, experts: 12, active_experts: 3, k: 4, feature_scaling: mean}
+train: {steps: 60, batch_size: 96, log_every: 10, lr: 0.0005}
+YAML
+train() {  # <ranks> <log> <args...>: moesae train under mpirun; returns mpirun's status
+  local n="$1" log="$2"; shift 2
+  timeout 60 mpirun -np "$n" "$moesae" train "$tmp/cfg.yaml" "$@" > "$log" 2>&1
+}
+train 3 r.log -o r.h5 || { show r.log; fail "moesae train at 3 ranks"; }
+grep -q 'experts sharded over 3 ranks (32 tokens each)' r.log || { show r.log; fail "not expert-parallel"; }
+[[ "$(grep -c 'wrote r.h5' r.log)" == 1 ]] || { show r.log; fail "rank 0 (alone) must write the record"; }
+[[ -f r.h5 && ! -e r.h5.ckpt.h5 ]] || { ls; fail "no record, or a checkpoint left"; }
+/usr/bin/python3 - <<'PY' || fail "r.h5 does not hold the whole model"
+import h5py
+with h5py.File("r.h5", "r") as f:
+    assert f["weights/W_dec"].shape == (192, 16) and f["weights/W_enc"].shape == (192, 16), f["weights/W_dec"].shape
+    assert f["weights/omega"].shape == (12,), f["weights/omega"].shape
+    assert list(f["metrics/step"][()]) == [10, 20, 30, 40, 50, 60]
+PY
+# Every rank reads its own shard of the file, so 3 ranks see other rows than 1 process; the 3-rank data-parallel
+# run sees the same rows in the same steps, and computes the same training up to summation order.
+train 3 dp.log -o dp.h5 --set parallel.expert_parallel=1 || { show dp.log; fail "the data-parallel comparison run"; }
+grep -q 'data-parallel over 3 ranks' dp.log || { show dp.log; fail "parallel.expert_parallel=1 is not data-parallel"; }
+msg="$(compare r.h5 dp.h5 1e-3)" || fail "expert-parallel and data-parallel runs of the same rows differ: $msg"
+echo "moesae train, experts over 3 ranks vs data-parallel over 3 ranks (the same rows): $msg"
+
+# ---- 3. stop and resume; resume in other layouts --------------------------------------------------------------------
+train 3 s1.log -o s.h5 --stop-after 30 || { show s1.log; fail "--stop-after 30 at 3 ranks must exit 0"; }
+[[ -f s.h5.ckpt.h5 && ! -e s.h5 ]] || { ls; fail "--stop-after must leave a checkpoint and no record"; }
+cp s.h5.ckpt.h5 u.h5.ckpt.h5
+cp s.h5.ckpt.h5 v.h5.ckpt.h5
+/usr/bin/python3 - <<'PY' || fail "the 3-rank checkpoint does not hold the whole model"
+import h5py
+with h5py.File("s.h5.ckpt.h5", "r") as f:
+    for g in ("params", "adam_m", "adam_v"):
+        assert f[g]["W_enc"].shape == (192, 16) and f[g]["omega"].shape == (12,), (g, f[g]["W_enc"].shape)
+PY
+train 3 s2.log -o s.h5 || { show s2.log; fail "resume at 3 ranks"; }
+grep -q "resumed from 's.h5.ckpt.h5' at step 30/60" s2.log || { show s2.log; fail "did not resume"; }
+compare r.h5 s.h5 0 > /dev/null || fail "stop at 30 + resume at 3 ranks is not bitwise the straight run"
+echo "stop at 30 and resume at 3 ranks: weights equal the straight run's bit for bit"
+train 2 u.log -o u.h5 || { show u.log; fail "resuming the 3-rank checkpoint at 2 ranks"; }
+grep -q "resumed from 'u.h5.ckpt.h5' at step 30/60" u.log && grep -q 'experts sharded over 2 ranks' u.log ||
+  { show u.log; fail "2 ranks: did not resume expert-parallel"; }
+"$moesae" train cfg.yaml -o v.h5 > v.log 2>&1 || { show v.log; fail "resuming the 3-rank checkpoint on one process"; }
+grep -q "resumed from 'v.h5.ckpt.h5' at step 30/60" v.log || { show v.log; fail "1 process: did not resume"; }
+[[ -f u.h5 && -f v.h5 && ! -e u.h5.ckpt.h5 && ! -e v.h5.ckpt.h5 ]] || { ls; fail "resumes: records missing"; }
+echo "the 3-rank checkpoint resumed with the experts over 2 ranks and on one process: both finished"
+
+# ---- 4. a 2 x 2 layout at 4 ranks --------------------------------------------------------------------------------------
+rc=0
+timeout 60 mpirun -np 4 "$moesae" train cfg.yaml -o q.h5 --set parallel.expert_parallel=2 > q.log 2>&1 || rc=$?
+[[ $rc -eq 0 ]] || { show q.log; fail "2 x 2 at 4 ranks: rc $rc"; }
+grep -q 'experts sharded over 2 ranks, 2 data-parallel replicas (24 tokens each)' q.log || { show q.log; fail "not 2 x 2"; }
+timeout 60 mpirun -np 4 "$moesae" train cfg.yaml -o q4.h5 --set parallel.expert_parallel=1 > q4.log 2>&1 ||
+  { show q4.log; fail "data-parallel at 4 ranks"; }
+msg="$(compare q.h5 q4.h5 1e-3)" || fail "2 x 2 differs from data-parallel over the same 4 ranks: $msg"
+echo "2 x 2 at 4 ranks vs data-parallel at 4 ranks: $msg"
+
+# ---- 5. bad layouts -------------------------------------------------------------------------------------------------------
+bad() {  # <ranks> <expected error> <--set ...>
+  local n="$1" want="$2" rc=0; shift 2
+  timeout 60 mpirun -np "$n" "$moesae" train cfg.yaml -o bad.h5 "$@" > bad.log 2>&1 || rc=$?
+  [[ $rc -ne 0 && $rc -ne 124 ]] || { show bad.log; fail "$*: rc $rc"; }
+  grep -q "^error: $want" bad.log || { show bad.log; fail "$*: no clear error ($want)"; }
+  [[ ! -e bad.h5 && ! -e bad.h5.ckpt.h5 ]] || fail "$*: the failed run left files"
+  echo "$n ranks, $*: '$(grep -m1 '^error:' bad.log)'"
+}
+bad 3 "parallel.expert_parallel is 2 but the job has 3 ranks" --set parallel.expert_parallel=2
+bad 2 "parallel.expert_parallel is 2 but the model has no experts" --set model.arch=topk --set model.experts=1 \
+  --set model.active_experts=1 --set model.feature_scaling=none --set parallel.expert_parallel=2
+bad 4 "expert parallelism over 4 ranks needs at least 4 experts" --set model.experts=2 --set model.dict_size=64 \
+  --set model.active_experts=1
+
+# ---- 6. moesae run at 2 ranks: one data-parallel run, one expert-parallel run ------------------------------------------
+cat > grid.yaml <<EOF2
+name: epgrid
+out: $tmp/epgrid
+base:
+  data: {path: $tmp/acts.h5, eval_tokens: 1000}
+  model: {k: 4}
+  train: {steps: 20, batch_size: 96, lr: 1e-3, log_every: 10}
+runs:
+  - name: topk
+    model: {arch: topk, dict_size: 64}
+  - name: scale
+    model: {arch: scale, dict_size: 256, experts: 8, active_experts: 2, feature_scaling: mean}
+EOF2
+rc=0
+timeout 120 mpirun -np 2 "$moesae" run grid.yaml > grid.log 2>&1 || rc=$?
+[[ $rc -eq 0 && -f epgrid/topk.h5 && -f epgrid/scale.h5 ]] || { show grid.log; fail "moesae run at 2 ranks: rc $rc"; }
+grep -q 'data-parallel over 2 ranks' grid.log && grep -q 'experts sharded over 2 ranks' grid.log ||
+  { show grid.log; fail "moesae run: expected one data-parallel and one expert-parallel run"; }
+echo "moesae run at 2 ranks: topk data-parallel, scale expert-parallel, both recorded"
+
+# ---- 7. kill -9 of rank 1 mid-training ----------------------------------------------------------------------------------
+rc=0
+timeout 90 mpirun -np 3 "$moesae" train "$tmp/cfg.yaml" -o "$tmp/k.h5" --set train.steps=10000000 --set train.log_every=5 \
+  > k.log 2>&1 &
+bg_pid=$!
+for _ in $(seq 1 300); do
+  grep -q 'step [0-9]*/10000000' k.log && break
+  kill -0 "$bg_pid" 2>/dev/null || { show k.log; fail "the long run ended before training"; }
+  sleep 0.1
+done
+victim=""
+for p in $(pgrep -f "$moesae train $tmp/cfg.yaml" || true); do
+  r="$(tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | sed -n 's/^OMPI_COMM_WORLD_RANK=//p')"
+  [[ "$r" == 1 ]] && victim="$p"
+done
+[[ -n "$victim" ]] || fail "rank 1's process not found"
+t_kill=$SECONDS
+kill -9 "$victim"
+for _ in $(seq 1 400); do kill -0 "$bg_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$bg_pid" 2>/dev/null; then show k.log; fail "mpirun still running 40 s after rank 1 was killed"; fi
+wait "$bg_pid" || rc=$?
+bg_pid=""
+[[ $rc -ne 0 && $rc -ne 124 ]] || { show k.log; fail "mpirun exited $rc after rank 1 was killed"; }
+sleep 0.5
+left="$(pgrep -f "$moesae train $tmp/cfg.yaml" || true)"
+[[ -z "$left" ]] || fail "moesae processes left after the kill: $left"
+echo "kill -9 of rank 1: mpirun exited rc $rc $((SECONDS - t_kill))s later; no process left"
+
+echo "expert_parallel: OK ($((SECONDS - t_start))s)"
