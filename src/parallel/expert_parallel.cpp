@@ -57,6 +57,8 @@ std::vector<T> ExpertParallel::exchange(const std::vector<T>& packed, int64_t wi
   const std::vector<int64_t> so = comm::Communicator::packed_offsets(sc), ro = comm::Communicator::packed_offsets(rc);
   std::vector<T> recv(size_t(ro.empty() ? 0 : ro.back() + rc.back()));
   comm_.all_to_all_v(packed.data(), sc, so, recv.data(), rc, ro);
+  for (size_t r = 0; r < sc.size(); ++r)
+    if (int(r) != comm_.rank()) bytes_sent_ += double(sc[r]) * sizeof(T);
   return recv;
 }
 

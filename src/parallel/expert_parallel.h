@@ -41,8 +41,10 @@ class ExpertParallel final : public ExpertExchange {
   Tensor dispatch_rows(const Tensor& rows) override;
   void combine_backward(const Tensor& du, const Tensor& dweights, Tensor out_du, Tensor out_dweights) override;
 
-  // Seconds spent in this object's exchanges since construction (packing included).
+  // Seconds spent in this object's exchanges since construction (packing included), and the bytes this rank sent
+  // to other ranks (its own rows stay local).
   double comm_seconds() const { return comm_seconds_; }
+  double bytes_sent() const { return bytes_sent_; }
   // Tokens this rank's experts served in the last dispatch.
   int64_t served() const { return recv_total_; }
 
@@ -60,7 +62,7 @@ class ExpertParallel final : public ExpertExchange {
   comm::Communicator& comm_;
   Backend& be_;
   int experts_, slots_, d_;
-  double comm_seconds_ = 0;
+  double comm_seconds_ = 0, bytes_sent_ = 0;
   // The step's routes. Origin side: the tokens sent to each rank (ascending), per destination. Serving side:
   // where each received row came from.
   int64_t origin_rows_ = 0;

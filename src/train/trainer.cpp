@@ -52,8 +52,8 @@ void Trainer::set_data_parallel(DataParallel* dp) {
 
 void Trainer::set_expert_parallel(ExpertParallel* ep, DataParallel* replicas, Sae* whole) {
   if (ep && !dp_) fail("expert parallelism needs the data-parallel group of all ranks (set_data_parallel first)");
-  if (ep && (whole != nullptr) != (dp_->rank() == 0))
-    fail("expert parallelism: the whole model for evaluation belongs to rank 0, and only there");
+  if (ep && whole && dp_->rank() != 0)
+    fail("expert parallelism: the whole model for evaluation belongs to rank 0 only");
   if (ep && dp_->size() != ep->communicator().size() * (replicas ? replicas->size() : 1))
     fail("expert parallelism: ", ep->communicator().size(), " expert-parallel ranks x ",
          replicas ? replicas->size() : 1, " replicas is not the ", dp_->size(), " ranks");
@@ -120,6 +120,8 @@ TrainOutcome Trainer::run(int64_t stop_after) {
   IntervalSums& acc = state_.interval;  // running sums over the logging interval (checkpointed with the state)
   const int64_t first = state_.step;
   if (dp_) sae_.set_batch_group(dp_->size() > 1 ? dp_ : nullptr);  // cleared again when run() returns
+  if (ep_ && eval_hook_ && cfg_.eval_every > 0 && dp_->rank() == 0 && !whole_)
+    fail("expert parallelism: periodic evaluation needs the whole model on rank 0 (set_expert_parallel)");
 
   while (state_.step < cfg_.steps) {
     const bool stop = dp_ ? dp_->any(stop_requested()) : stop_requested();

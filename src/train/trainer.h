@@ -43,8 +43,8 @@ class Trainer {
   // ep's ranks; `replicas` (nullptr: none) groups the ranks that hold the same experts in a 2-D layout. The
   // replicated parameters' gradients are all-reduced over all ranks, the sharded ones over `replicas`; the gradient
   // norm is the whole model's; checkpoints hold the whole model (gathered to rank 0); the evaluation hook runs on
-  // rank 0 on `whole`, an unsharded model of the same configuration (nullptr on every other rank), into which the
-  // parameters are gathered first.
+  // rank 0 on `whole`, an unsharded model of the same configuration (nullptr on every other rank, and may be on
+  // rank 0 when nothing evaluates), into which the parameters are gathered first.
   void set_expert_parallel(ExpertParallel* ep, DataParallel* replicas, Sae* whole);
   // Gathers the sharded model's parameters into `whole` on rank 0 (collective); no-op without expert parallelism.
   void gather_whole_model();
