@@ -1,7 +1,7 @@
 // Distributed training throughput: run under `mpirun -np P` (P = 1 is the baseline). Trains the Scale SAE
 // (paper shape by default: d=768, F=24576, E=64, e=2, k=32, Feature Scaling) or the dense TopK SAE with the
 // Trainer, batch_size tokens per step split over the ranks, data-parallel (--layout data) or with the experts
-// sharded over the ranks (--layout expert, Scale only), and prints on rank 0 the tokens/s and the share of the step
+// sharded over the ranks (--layout expert; for TopK: its dictionary, one block per rank), and prints on rank 0 the tokens/s and the share of the step
 // spent in communication (gradient all-reduce, batch statistics, and for experts dispatch / Top-K merge / combine).
 // Not a test: bench/data_parallel_bench.sh runs it at 1 and 2 ranks and prints the ratio; see docs/performance.md.
 #include <CLI/CLI.hpp>
@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "tokens per step, over all ranks");
   app.add_option("--steps", steps, "timed steps (one untimed step first)");
   app.add_option("--arch", arch, "scale | topk");
-  app.add_option("--layout", layout, "data | expert (expert: the Scale SAE's experts sharded over the ranks)");
+  app.add_option("--layout", layout, "data | expert (the experts, or the TopK dictionary, sharded over the ranks)");
   app.add_option("--d", d);
   app.add_option("--dict-size", F);
   app.add_option("--experts", E);

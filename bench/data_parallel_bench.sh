@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Distributed throughput at 1 vs 2 ranks on this machine, in one run: the Scale SAE at the paper's shape, data-
-# parallel and with its experts sharded over the ranks, and the dense TopK SAE data-parallel; batch 2048 tokens per
-# step split over the ranks, CPU backend over MPI.
+# Distributed throughput at 1 vs 2 ranks on this machine, in one run: the Scale SAE at the paper's shape and the
+# dense TopK SAE (F = 24576), each data-parallel and sharded (experts; the TopK dictionary) over the ranks; batch
+# 2048 tokens per step split over the ranks, CPU backend over MPI.
 #   bench/data_parallel_bench.sh [build/bin] [extra bench_data_parallel options...]
 # Prints each configuration's JSON line and the 2-rank/1-rank ratio. Not a test: see docs/performance.md.
 set -euo pipefail
@@ -28,9 +28,8 @@ for arch in scale topk; do
   echo "$one"
   echo "$two"
   one_vs_two "$arch, data-parallel" "$one" "$two"
-  if [ "$arch" = scale ]; then  # the experts sharded over the 2 ranks instead
-    ep=$(mpirun -np 2 "$bin/bench_data_parallel" --arch "$arch" --layout expert "$@")
-    echo "$ep"
-    one_vs_two "$arch, experts over 2 ranks" "$one" "$ep"
-  fi
+  # The experts (TopK: the dictionary) sharded over the 2 ranks instead.
+  ep=$(mpirun -np 2 "$bin/bench_data_parallel" --arch "$arch" --layout expert "$@")
+  echo "$ep"
+  one_vs_two "$arch, $([ "$arch" = scale ] && echo experts || echo dictionary) sharded over 2 ranks" "$one" "$ep"
 done

@@ -10,6 +10,7 @@
 // parallelism, in the same process, on the whole batch; its parameters are sliced into the sharded model.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -109,6 +110,12 @@ std::vector<Variant> variants() {
   ModelConfig small = scale(4, 4, FeatureScaling::Mean);  // every token on every rank (e = E)
   small.dict_size = 4 * 4;                                 // n = 4: a rank may hold fewer than k candidates
   v.push_back({"scale E4 e4 n4 (fewer than k candidates per rank)", small});
+  // A TopK SAE's dictionary in one block per rank (uneven at 3 ranks), with AuxK over the dead latents.
+  v.push_back({"topk F128 (dictionary sharded), AuxK", moesae::testing::family_config(Arch::TopK, kD, 128, kK, 1, 1, kB)});
+  ModelConfig t = moesae::testing::family_config(Arch::TopK, kD, 100, kK, 1, 1, kB);
+  t.encoder_bias = true;
+  t.k_aux = 5;
+  v.push_back({"topk F100, b_enc, k_aux 5", t});
   return v;
 }
 
@@ -126,6 +133,12 @@ void check_step(const Variant& v) {
   for (Param* p : ref->params().trainable())
     moesae::testing::randomize(*be, p->value, ++seed, p->name == "omega" ? 0.5 : 0.3);
   ref->apply_decoder_constraint();
+  {  // every third latent dead (AuxK works on those)
+    Param& fired = ref->params().get("tokens_since_fired");
+    Tensor h = be->to_host(fired.value);
+    for (int64_t f = 0; f < h.numel(); ++f) h.host<int32_t>()[f] = f % 3 == 0 ? int32_t(mc.dead_threshold_tokens + 1) : 0;
+    be->upload(h, fired.value);
+  }
 
   ExpertParallel ep(*g_comm, *be, mc);
   auto sae = make_sae(mc, *be, &ep);
@@ -153,9 +166,14 @@ void check_step(const Variant& v) {
   EXPECT_NEAR(got.mse, want.mse, kTol * std::fabs(want.mse));
   EXPECT_NEAR(got.lb, want.lb, kTol * std::fabs(want.lb));
   EXPECT_NEAR(got.l0, want.l0, 1e-9);
-  // Dedup per destination: a token is served at most once per rank and at least once.
-  EXPECT_GE(served_total, kB);
-  EXPECT_LE(served_total, kB * std::min(ranks(), mc.active_experts));
+  EXPECT_NEAR(got.aux, want.aux, kTol * std::fabs(want.aux));
+  if (mc.arch == Arch::TopK) {
+    EXPECT_GT(want.aux, 0.0) << "AuxK did not run";
+    EXPECT_EQ(served_total, kB * ranks()) << "every token visits every block of the dictionary";
+  } else {  // dedup per destination: a token is served at most once per rank and at least once
+    EXPECT_GE(served_total, kB);
+    EXPECT_LE(served_total, kB * std::min(ranks(), mc.active_experts));
+  }
 
   // This rank's tokens: reconstruction and code (ids and values, in Top-K order).
   const int64_t b = kB / ranks(), r0 = rank() * b;
@@ -230,9 +248,10 @@ TEST(ExpertParallel, RefusesMoreRanksThanExperts) {
     mc.dict_size = 16 * mc.experts;
     EXPECT_THROW({ ExpertParallel too_few(*g_comm, *be, mc); }, Error);
   }
-  const ModelConfig topk = moesae::testing::family_config(Arch::TopK, kD, 64, kK, 1, 1, 4 * kB);
+  const ModelConfig gated = moesae::testing::family_config(Arch::Gated, kD, 64, kK, 1, 1, 4 * kB);
+  EXPECT_THROW({ ExpertParallel no(*g_comm, *be, gated); }, Error);
   ExpertParallel ep(*g_comm, *be, moesae::testing::family_config(Arch::Switch, kD, 64, kK, 4, 1, 4 * kB));
-  EXPECT_THROW(make_sae(topk, *be, &ep), Error);
+  EXPECT_THROW(make_sae(gated, *be, &ep), Error);
 }
 
 
@@ -346,7 +365,11 @@ void check_training(const ModelConfig& mc, int ep_size) {
   auto ref = train(*be, mc, 0);
   expect_metrics_agree_across_ranks(ep->metrics);
   EXPECT_TRUE(ep->outcome.finished);
-  for (const char* col : {"loss", "mse", "l0", "lb", "grad_norm", "omega_mean"}) {
+  if (mc.arch == Arch::TopK) {
+    const auto& aux = ref->metrics.column("auxk");
+    EXPECT_GT(*std::max_element(aux.begin(), aux.end()), 0.0) << "no latent died: AuxK never ran";
+  }
+  for (const char* col : {"loss", "mse", "l0", "lb", "auxk", "grad_norm", "omega_mean"}) {
     if (!ref->metrics.has(col)) continue;
     const auto &got = ep->metrics.column(col), &want = ref->metrics.column(col);
     ASSERT_EQ(got.size(), want.size()) << col;
@@ -364,14 +387,17 @@ void check_training(const ModelConfig& mc, int ep_size) {
 }
 
 ModelConfig training_model(Arch arch) {
-  ModelConfig m = arch == Arch::Switch ? moesae::testing::family_config(Arch::Switch, kD, 128, kK, 8, 1, 2 * kB)
-                                       : scale(8, 2, FeatureScaling::Mean);
+  ModelConfig m = arch == Arch::Scale ? scale(8, 2, FeatureScaling::Mean)
+                                      : moesae::testing::family_config(arch, kD, 128, kK, 8, 1, 2 * kB);
   m.dead_threshold_tokens = 2 * kB;  // latents die within the run: the counters' group minimum matters
   m.lb_alpha = 3.0f;
   return m;
 }
 
 TEST(ExpertParallelTraining, SwitchMatchesOneProcess) { check_training(training_model(Arch::Switch), ranks()); }
+TEST(ExpertParallelTraining, TopKWithShardedDictionaryMatchesOneProcess) {
+  check_training(training_model(Arch::TopK), ranks());
+}
 TEST(ExpertParallelTraining, ScaleWithFeatureScalingMatchesOneProcess) {
   check_training(training_model(Arch::Scale), ranks());
 }

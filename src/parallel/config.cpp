@@ -4,7 +4,9 @@
 
 namespace moesae {
 
-ParallelConfig resolve_layout(const ParallelConfig& asked, int ranks, bool moe, int experts) {
+ParallelConfig resolve_layout(const ParallelConfig& asked, int ranks, const ModelConfig& model) {
+  const bool moe = model.arch == Arch::Switch || model.arch == Arch::Scale;
+  const int experts = moe ? model.experts : model.dict_size;  // what is sharded: experts, or a TopK's latents
   ParallelConfig l = asked;
   if (l.expert_parallel < 0 || l.data_parallel < 0)
     fail("parallel.expert_parallel and parallel.data_parallel must be >= 0 (0: automatic)");
@@ -27,17 +29,19 @@ ParallelConfig resolve_layout(const ParallelConfig& asked, int ranks, bool moe, 
     fail("parallel.expert_parallel ", l.expert_parallel, " x parallel.data_parallel ", l.data_parallel, " is not the ",
          ranks, " ranks of the job");
   }
-  if (l.expert_parallel > 1 && !moe)
-    fail("parallel.expert_parallel is ", l.expert_parallel, " but the model has no experts (expert parallelism is for "
-         "switch and scale SAEs)");
+  if (l.expert_parallel > 1 && model.arch == Arch::Gated)
+    fail("parallel.expert_parallel is ", l.expert_parallel, " but a gated SAE cannot be sharded (expert parallelism "
+         "is for switch and scale SAEs, and the dictionary of a topk SAE)");
   if (l.expert_parallel > experts)
-    fail("parallel.expert_parallel is ", l.expert_parallel, " but the model has only ", experts, " experts");
+    fail("parallel.expert_parallel is ", l.expert_parallel, " but the model has only ", experts,
+         moe ? " experts" : " latents");
   return l;
 }
 
-std::string describe_layout(const ParallelConfig& l) {
+std::string describe_layout(const ParallelConfig& l, bool dictionary) {
   if (l.expert_parallel <= 1) return "data-parallel over " + std::to_string(l.data_parallel) + " ranks";
-  std::string s = "experts sharded over " + std::to_string(l.expert_parallel) + " ranks";
+  std::string s = std::string(dictionary ? "dictionary" : "experts") + " sharded over " +
+                  std::to_string(l.expert_parallel) + " ranks";
   if (l.data_parallel > 1) s += ", " + std::to_string(l.data_parallel) + " data-parallel replicas";
   return s;
 }

@@ -30,6 +30,14 @@ int ExpertParallel::first_expert_of(int rank, int ranks, int experts) {
 
 ExpertParallel::ExpertParallel(comm::Communicator& comm, Backend& be, const ModelConfig& model)
     : comm_(comm), be_(be), experts_(model.experts), slots_(model.active_experts), d_(model.d) {
+  if (model.arch == Arch::TopK) {  // the dictionary in one block per rank, every token visiting every block
+    experts_ = slots_ = comm_.size();
+    if (model.dict_size < comm_.size())
+      fail("a dictionary of ", model.dict_size, " latents cannot be sharded over ", comm_.size(), " ranks");
+  } else if (model.arch != Arch::Switch && model.arch != Arch::Scale) {
+    fail("expert parallelism shards the experts of a switch or scale SAE, or a topk SAE's dictionary; not ",
+         to_string(model.arch));
+  }
   if (comm_.device_buffers())
     fail("expert parallelism stages its exchanges through the host: use the MPI communicator, not ", comm_.name());
   if (experts_ < comm_.size())

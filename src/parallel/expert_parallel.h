@@ -1,6 +1,7 @@
 // moesae parallel: expert parallelism (expert-parallel.md §0-§3). The E experts of a Switch or Scale SAE are
 // sharded over the P ranks of a communicator in contiguous blocks (rank r holds [floor(E r / P), floor(E (r+1) / P)),
-// so uneven counts are allowed); every rank routes its own share of the batch.
+// so uneven counts are allowed); every rank routes its own share of the batch. A dense TopK SAE's dictionary is
+// sharded the same way, as P "experts" (blocks of latents) that every token visits (e = P, weights 1, no router).
 //
 // One training step (the model side is sae/moe_sae.cpp):
 //   dispatch   each token goes once to every rank holding one of its chosen experts (dedup per destination
@@ -25,11 +26,13 @@ namespace moesae {
 
 class ExpertParallel final : public ExpertExchange {
  public:
+  // For a Switch or Scale SAE (its experts) or a TopK SAE (its dictionary, one block per rank).
   ExpertParallel(comm::Communicator& comm, Backend& be, const ModelConfig& model);
 
   // The first expert of `rank` when E experts are split over `ranks` (rank == ranks gives E).
   static int first_expert_of(int rank, int ranks, int experts);
   int owner(int expert) const;
+  int experts() const override { return experts_; }
   int first_expert() const override { return first_expert_of(comm_.rank(), comm_.size(), experts_); }
   int local_experts() const override { return first_expert_of(comm_.rank() + 1, comm_.size(), experts_) - first_expert(); }
   comm::Communicator& communicator() { return comm_; }

@@ -135,8 +135,7 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
 
   // The layout (parallel/config.h): groups of expert_parallel consecutive ranks shard the experts; the ranks at
   // the same place in every group hold the same experts (replicas).
-  const bool moe = config.model.arch == Arch::Switch || config.model.arch == Arch::Scale;
-  const ParallelConfig layout = resolve_layout(config.parallel, ranks, moe, config.model.experts);
+  const ParallelConfig layout = resolve_layout(config.parallel, ranks, config.model);
   auto be = make_backend(backend);
   std::unique_ptr<comm::Communicator> ep_comm, replica_comm;
   std::unique_ptr<ExpertParallel> ep;
@@ -177,7 +176,7 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
                to_string(config.model.arch), config.model.dict_size, config.model.experts,
                config.model.active_experts, config.model.k, config.model.d, config.train.steps,
                config.train.batch_size, trainer.base_lr(),
-               ranks > 1 ? fmt::format(", {} ({} tokens each)", describe_layout(layout), config.train.batch_size / ranks)
+               ranks > 1 ? fmt::format(", {} ({} tokens each)", describe_layout(layout, config.model.arch == Arch::TopK), config.train.batch_size / ranks)
                          : std::string());
   install_stop_signal_handlers();
   TrainOutcome outcome = trainer.run(opt.stop_after);

@@ -25,7 +25,9 @@ struct DispatchedTokens {
 class ExpertExchange {
  public:
   virtual ~ExpertExchange() = default;
-  // This rank's experts: [first_expert, first_expert + local_experts) of the model's E.
+  // The model's E (for a TopK SAE with a sharded dictionary: the number of blocks, one per rank), and this rank's
+  // experts: [first_expert, first_expert + local_experts).
+  virtual int experts() const = 0;
   virtual int first_expert() const = 0;
   virtual int local_experts() const = 0;
   // Sends each origin token (u [B, d], experts/weights [B, e] from the router, slots sorted by expert id) to the
@@ -45,5 +47,12 @@ class ExpertExchange {
   // Backward: per received token dL/du [M, d] and dL/dw [M, e] back to the origin, summed in rank order.
   virtual void combine_backward(const Tensor& du, const Tensor& dweights, Tensor out_du, Tensor out_dweights) = 0;
 };
+
+// The models' side of the distributed Top-K. ids/vals [M, K]: each served token's local Top-K (LOCAL latent ids,
+// -1 for none; values z), scores: what it was ranked by (vals itself, or w z). Asks the exchange for the kept
+// prefixes and clears the rest in place (id -1, value 0; with slots, an entry past the prefix takes the slot of
+// the token's first entry, so per-slot gathers stay in range). Returns the GLOBAL ids (local + first_latent).
+Tensor keep_global_topk(Backend& be, ExpertExchange& ex, int64_t first_latent, const Tensor& scores, Tensor ids,
+                        Tensor vals, Tensor* slots = nullptr);
 
 }  // namespace moesae

@@ -15,7 +15,7 @@ GatedSae::GatedSae(const ModelConfig& config, Backend& backend) : Sae(config, ba
 }
 
 void GatedSae::init(Rng& rng) {
-  init_encoder_and_tied_decoder(w_gate_->value, w_dec_->value, rng);
+  init_encoder_and_tied_decoder(*w_gate_, *w_dec_, rng);
 }
 
 SaeStats GatedSae::forward(const Tensor& x, bool train) {

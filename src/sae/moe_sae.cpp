@@ -39,16 +39,7 @@ MoeSae::MoeSae(const ModelConfig& config, Backend& backend, ExpertExchange* exch
 
 void MoeSae::init(Rng& rng) {
   router_.init(rng);
-  if (!ex_) {
-    init_encoder_and_tied_decoder(w_enc_->value, w_dec_->value, rng);
-  } else {  // draw the whole encoder (the same numbers at every rank count), keep this rank's rows
-    Tensor full = be_.empty(cfg_.dict_size, cfg_.d);
-    init_uniform_fan_in(be_, full, cfg_.d, rng);
-    const Tensor mine = full.row_range(w_enc_->shard_first, w_enc_->shard_first + w_enc_->value.rows());
-    be_.copy(mine, w_enc_->value);
-    be_.copy(mine, w_dec_->value);
-    apply_decoder_constraint();
-  }
+  init_encoder_and_tied_decoder(*w_enc_, *w_dec_, rng);
   if (a_lp_) {  // start at the paper's mean low-pass: every row of A_LP,i = mean row of W_i
     for (int i = 0; i < el_; ++i) {
       Tensor mean = be_.empty_vector(cfg_.d);
@@ -165,7 +156,7 @@ SaeStats MoeSae::forward(const Tensor& x, bool train) {
   xids_ = be_.empty(M, k, DType::I32);
   slots_ = be_.empty(M, k, DType::I32);
   be_.candidates_to_latents(sel, xexperts_, n_, xids_, slots_);
-  if (ex_) keep_global_topk(scores, xvals_);
+  if (ex_) gids_ = keep_global_topk(be_, *ex_, int64_t(e0_) * n_, scores, xids_, xvals_, &slots_);
   wsel_ = be_.empty(M, k);
   be_.gather_cols(xweights_, slots_, wsel_);
   coef_ = be_.empty(M, k);
@@ -193,29 +184,6 @@ SaeStats MoeSae::forward(const Tensor& x, bool train) {
   s.lb_term = lb_weight_ * s.lb;
   s.loss = s.recon + s.lb_term;
   return s;
-}
-
-void MoeSae::keep_global_topk(const Tensor& scores, Tensor vals) {
-  const int64_t M = xids_.rows(), k = xids_.cols(), first_latent = int64_t(e0_) * n_;
-  Tensor ids = be_.to_host(xids_), slots = be_.to_host(slots_), v = be_.to_host(vals);
-  Tensor gids = host_tensor(M, k, DType::I32);
-  int32_t *ip = ids.host<int32_t>(), *sp = slots.host<int32_t>(), *gp = gids.host<int32_t>();
-  for (int64_t i = 0; i < M * k; ++i) gp[i] = ip[i] < 0 ? -1 : int32_t(ip[i] + first_latent);
-  gids_ = be_.from_host(gids);
-  const std::vector<int32_t> kept = ex_->keep(scores, gids_);
-  // Entries past the kept prefix are not part of the token's Top-K: no id, z = 0, and a slot of this rank (the
-  // first entry's, always a candidate here) so that per-slot gathers stay in range.
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t j = kept[m]; j < k; ++j) {
-      ip[m * k + j] = -1;
-      gp[m * k + j] = -1;
-      v.host<float>()[m * k + j] = 0.f;
-      sp[m * k + j] = sp[m * k];
-    }
-  be_.upload(ids, xids_);
-  be_.upload(gids, gids_);
-  be_.upload(v, vals);
-  be_.upload(slots, slots_);
 }
 
 void MoeSae::backward() {

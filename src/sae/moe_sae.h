@@ -35,9 +35,6 @@ class MoeSae final : public Sae {
   // Candidate pre-activations [M*e, n] of the expert side's tokens (row m*e + s = token m's s-th chosen expert)
   // after ReLU; rows of slots held by other ranks are -1 (below every candidate).
   Tensor encode_candidates();
-  // Expert parallelism: cuts the local selection to its prefix in the global Top-K (dropped entries: id -1,
-  // value 0) and fills gids_ with the global latent ids.
-  void keep_global_topk(const Tensor& scores, Tensor vals);
   void feature_scaling_backward(const Tensor& dpre, const Tensor& entry_expert, const Tensor& entry_omega,
                                 Tensor du);
 

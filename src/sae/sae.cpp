@@ -86,9 +86,17 @@ void Sae::reconstruction_grad(const Tensor& x, Tensor dxhat) {
   be_.scale(dxhat, static_cast<float>(2.0 * recon_scale(x.rows())));
 }
 
-void Sae::init_encoder_and_tied_decoder(Tensor w_enc, Tensor w_dec, Rng& rng) {
-  init_uniform_fan_in(be_, w_enc, cfg_.d, rng);
-  be_.copy(w_enc, w_dec);
+void Sae::init_encoder_and_tied_decoder(Param& w_enc, Param& w_dec, Rng& rng) {
+  if (!w_enc.sharded()) {
+    init_uniform_fan_in(be_, w_enc.value, cfg_.d, rng);
+    be_.copy(w_enc.value, w_dec.value);
+  } else {  // draw the whole encoder (the same numbers at every rank count), keep this rank's rows
+    Tensor full = be_.empty(w_enc.full_rows, cfg_.d);
+    init_uniform_fan_in(be_, full, cfg_.d, rng);
+    const Tensor mine = full.row_range(w_enc.shard_first, w_enc.shard_first + w_enc.value.rows());
+    be_.copy(mine, w_enc.value);
+    be_.copy(mine, w_dec.value);
+  }
   apply_decoder_constraint();
 }
 

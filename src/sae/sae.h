@@ -97,8 +97,8 @@ class Sae {
   // dL_recon/dx^ = 2 c (x^ - x) into dxhat.
   void reconstruction_grad(const Tensor& x, Tensor dxhat);
   // The references' initialisation: encoder U(-1/sqrt(d), 1/sqrt(d)), decoder = the encoder with unit rows (or
-  // columns, per decoder_norm).
-  void init_encoder_and_tied_decoder(Tensor w_enc, Tensor w_dec, Rng& rng);
+  // columns, per decoder_norm). Sharded parameters (expert parallelism) get their rows of the whole draw.
+  void init_encoder_and_tied_decoder(Param& w_enc, Param& w_dec, Rng& rng);
 
   ModelConfig cfg_;
   Backend& be_;

@@ -9,9 +9,10 @@
 #     holds the whole model;
 #  3. --stop-after 30 at 3 ranks and resume at 3: bitwise the straight 3-rank run; the same checkpoint resumed at
 #     2 ranks and at 1 process (resharded: the checkpoint holds the whole model), finishing near the straight run;
-#  4. a 2 x 2 layout at 4 ranks (parallel.expert_parallel: 2) near the 1-process run;
+#  4. a 2 x 2 layout at 4 ranks (parallel.expert_parallel: 2) near the data-parallel run of the same rows; a TopK
+#     SAE's dictionary sharded over 3 ranks (AuxK active) near its data-parallel run;
 #  5. bad layouts, each one error line and a non-zero exit: expert_parallel that does not divide the ranks,
-#     expert parallelism of a TopK SAE, more ranks than experts;
+#     expert parallelism of a Gated SAE, more ranks than experts;
 #  6. `mpirun -np 2 moesae run` of a grid with a TopK run (data-parallel) and a Scale run (expert-parallel);
 #  7. kill -9 of rank 1 mid-training: mpirun exits non-zero, no moesae process left.
 # Run by ctest as `bash expert_parallel.sh /path/to/build/bin/moesae`; exit 77 (skipped) without mpirun.
@@ -136,6 +137,18 @@ timeout 60 mpirun -np 4 "$moesae" train cfg.yaml -o q4.h5 --set parallel.expert_
 msg="$(compare q.h5 q4.h5 1e-3)" || fail "2 x 2 differs from data-parallel over the same 4 ranks: $msg"
 echo "2 x 2 at 4 ranks vs data-parallel at 4 ranks: $msg"
 
+# ---- 4b. a TopK SAE's dictionary sharded over 3 ranks ----------------------------------------------------------------
+topk=(--set model.arch=topk --set model.experts=1 --set model.active_experts=1 --set model.feature_scaling=none
+      --set model.dict_size=200 --set model.dead_threshold_tokens=500)
+train 3 tk.log -o tk.h5 "${topk[@]}" --set parallel.expert_parallel=3 || { show tk.log; fail "sharded TopK at 3 ranks"; }
+grep -q 'dictionary sharded over 3 ranks (32 tokens each)' tk.log || { show tk.log; fail "the dictionary is not sharded"; }
+train 3 tkd.log -o tkd.h5 "${topk[@]}" || { show tkd.log; fail "data-parallel TopK at 3 ranks"; }
+grep -q 'data-parallel over 3 ranks' tkd.log || { show tkd.log; fail "a TopK SAE is data-parallel by default"; }
+msg="$(compare tk.h5 tkd.h5 1e-3)" || fail "the sharded TopK dictionary differs from data parallelism: $msg"
+/usr/bin/python3 -c 'import h5py,sys; f=h5py.File("tk.h5","r"); sys.exit(0 if max(f["metrics/auxk"][()]) > 0 else 1)' ||
+  fail "AuxK never ran in the sharded TopK run (no dead latents)"
+echo "TopK, dictionary of 200 latents over 3 ranks (AuxK active) vs data-parallel at 3 ranks: $msg"
+
 # ---- 5. bad layouts -------------------------------------------------------------------------------------------------------
 bad() {  # <ranks> <expected error> <--set ...>
   local n="$1" want="$2" rc=0; shift 2
@@ -146,7 +159,7 @@ bad() {  # <ranks> <expected error> <--set ...>
   echo "$n ranks, $*: '$(grep -m1 '^error:' bad.log)'"
 }
 bad 3 "parallel.expert_parallel is 2 but the job has 3 ranks" --set parallel.expert_parallel=2
-bad 2 "parallel.expert_parallel is 2 but the model has no experts" --set model.arch=topk --set model.experts=1 \
+bad 2 "parallel.expert_parallel is 2 but a gated SAE cannot be sharded" --set model.arch=gated --set model.experts=1 \
   --set model.active_experts=1 --set model.feature_scaling=none --set parallel.expert_parallel=2
 bad 4 "expert parallelism over 4 ranks needs at least 4 experts" --set model.experts=2 --set model.dict_size=64 \
   --set model.active_experts=1
