@@ -67,6 +67,8 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.eval.recovered_threshold, b.eval.recovered_threshold);
   EXPECT_EQ(a.eval.max_tokens, b.eval.max_tokens);
   EXPECT_EQ(a.eval.batch_size, b.eval.batch_size);
+  EXPECT_EQ(a.parallel.expert_parallel, b.parallel.expert_parallel);
+  EXPECT_EQ(a.parallel.data_parallel, b.parallel.data_parallel);
 }
 
 // Parses `text` expecting an error whose message contains every one of `parts`.
@@ -429,4 +431,73 @@ TEST(RunConfig, ScaleDefaultsToFeatureScalingAndCompatSetsTheReferenceRedundancy
                        .eval.redundancy_threshold,
                    0.9);
   EXPECT_DOUBLE_EQ(parse_run_config_text("model: {dict_size: 256}").eval.redundancy_threshold, 0.9);
+}
+
+// ---- the parallel section and the layout it resolves to (src/parallel/config.h) ----------------------------------
+
+TEST(RunConfig, ParallelSectionIsReadAndWrittenOnlyWhenSet) {
+  const RunConfig plain = parse_run_config_text(kMinimal);
+  EXPECT_EQ(plain.parallel.expert_parallel, 0);
+  EXPECT_EQ(plain.parallel.data_parallel, 0);
+  EXPECT_EQ(to_yaml(plain).find("parallel"), std::string::npos) << "the automatic layout must not be written";
+  const RunConfig c = parse_run_config_text(std::string(kMinimal) + "parallel: {expert_parallel: 2}\n");
+  EXPECT_EQ(c.parallel.expert_parallel, 2);
+  EXPECT_EQ(c.parallel.data_parallel, 0);
+  const std::string text = to_yaml(c);
+  EXPECT_NE(text.find("parallel:"), std::string::npos) << text;
+  EXPECT_NE(text.find("expert_parallel: 2"), std::string::npos) << text;
+  EXPECT_EQ(text.find("data_parallel"), std::string::npos) << text;
+  EXPECT_EQ(parse_run_config_text(text).parallel.expert_parallel, 2);
+  EXPECT_EQ(parse_run_config_text(kMinimal, {"parallel.data_parallel=3"}).parallel.data_parallel, 3);
+  expect_error(std::string(kMinimal) + "parallel:\n  expert_paralel: 2\n",
+               {"parallel.expert_paralel", "did you mean 'expert_parallel'"});
+  expect_error(std::string(kMinimal) + "parallel:\n  data_parallel: -1\n", {"parallel.data_parallel"});
+}
+
+TEST(ParallelLayout, AutomaticExplicitAndInvalid) {
+  ModelConfig scale;
+  scale.arch = Arch::Scale;
+  scale.experts = 8;
+  scale.dict_size = 64;
+  ModelConfig topk;
+  topk.arch = Arch::TopK;
+  topk.dict_size = 64;
+  ModelConfig gated;
+  gated.arch = Arch::Gated;
+  gated.dict_size = 64;
+  const auto layout = [](int ep, int dp) {
+    ParallelConfig p;
+    p.expert_parallel = ep;
+    p.data_parallel = dp;
+    return p;
+  };
+  const auto is = [](const ParallelConfig& p, int ep, int dp) {
+    return p.expert_parallel == ep && p.data_parallel == dp;
+  };
+  EXPECT_TRUE(is(resolve_layout(layout(0, 0), 1, scale), 1, 1));
+  EXPECT_TRUE(is(resolve_layout(layout(0, 0), 4, scale), 4, 1));   // MoE: experts over all ranks
+  EXPECT_TRUE(is(resolve_layout(layout(0, 0), 4, topk), 1, 4));    // others: data-parallel
+  EXPECT_TRUE(is(resolve_layout(layout(0, 0), 3, gated), 1, 3));
+  EXPECT_TRUE(is(resolve_layout(layout(2, 0), 4, scale), 2, 2));
+  EXPECT_TRUE(is(resolve_layout(layout(0, 2), 4, scale), 2, 2));
+  EXPECT_TRUE(is(resolve_layout(layout(1, 0), 4, scale), 1, 4));
+  EXPECT_TRUE(is(resolve_layout(layout(4, 1), 4, topk), 4, 1));    // a TopK dictionary sharded
+  EXPECT_EQ(describe_layout(layout(2, 2), false), "experts sharded over 2 ranks, 2 data-parallel replicas");
+  EXPECT_EQ(describe_layout(layout(4, 1), true), "dictionary sharded over 4 ranks");
+  EXPECT_EQ(describe_layout(layout(1, 3), false), "data-parallel over 3 ranks");
+  const auto error_of = [](const ParallelConfig& p, int ranks, const ModelConfig& m) {
+    try {
+      resolve_layout(p, ranks, m);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(error_of(layout(2, 0), 3, scale).find("parallel.expert_parallel is 2 but the job has 3 ranks"),
+            std::string::npos);
+  EXPECT_NE(error_of(layout(2, 3), 4, scale).find("is not the 4 ranks"), std::string::npos);
+  EXPECT_NE(error_of(layout(2, 0), 2, gated).find("a gated SAE cannot be sharded"), std::string::npos);
+  EXPECT_NE(error_of(layout(0, 0), 16, scale).find("needs at least 16 experts"), std::string::npos);
+  EXPECT_NE(error_of(layout(16, 0), 16, scale).find("has only 8 experts"), std::string::npos);
+  EXPECT_EQ(error_of(layout(0, 1), 1, scale), "");
 }
