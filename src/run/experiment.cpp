@@ -385,7 +385,7 @@ Decision decide(const ExperimentRun& r, bool force, const std::string& tag, int*
 
 // Trains one run in this process unless its record already holds this configuration. Under mpirun with several
 // ranks (`comm` of size > 1) every rank calls this for the same run: rank 0 decides and holds the lock, and all
-// ranks train it together (data-parallel, run/train_run.cpp).
+// ranks train it together (in the layout of its parallel: section, run/train_run.cpp).
 Outcome run_one(const ExperimentRun& r, bool force, const std::string& tag, comm::Communicator* comm) {
   const bool leader = !comm || comm->rank() == 0;
   int lock = -1;
@@ -989,7 +989,7 @@ int run_experiment(const Experiment& e, const ExperimentOptions& opt) {
   const std::vector<const ExperimentRun*> selected = select_runs(e, opt.only);
   if (opt.worker) return run_sequential(e, selected, opt.rerun, false);
   std::unique_ptr<comm::Communicator> comm = comm::make_communicator("auto");
-  if (comm->size() > 1) {  // under mpirun: every run data-parallel over all ranks, one run after another
+  if (comm->size() > 1) {  // under mpirun: every run over all ranks (its parallel: layout), one run after another
     if (comm->rank() > 0) spdlog::set_level(spdlog::level::warn);
     if (opt.jobs > 1 && comm->rank() == 0)
       spdlog::warn("--jobs {} ignored: under mpirun the {} ranks train each run together", opt.jobs, comm->size());

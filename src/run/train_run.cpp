@@ -87,14 +87,15 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   if (config.data.path.empty()) fail("data.path is not set: give the activation file in the config or with --set data.path=...");
   if (!std::filesystem::exists(config.data.path))
     fail("data.path: activation file '", config.data.path, "' does not exist");
-  // Under mpirun/srun with several ranks: data parallelism (parallel/data_parallel.h), each rank on its own shard.
+  // Under mpirun/srun with several ranks: data and/or expert parallelism (the parallel: layout), each rank on its
+  // own shard of the data.
   std::unique_ptr<comm::Communicator> comm = comm::make_communicator("auto");
   const int rank = comm->rank(), ranks = comm->size();
   if (rank > 0) spdlog::set_level(spdlog::level::warn);  // one progress log: rank 0's
   if (ranks > 1 && config.train.batch_size % ranks != 0) {
     if (rank > 0) comm->barrier();  // rank 0 reports it once and aborts the job
     fail("train.batch_size ", config.train.batch_size, " does not split evenly over ", ranks,
-         " data-parallel ranks (use a multiple of ", ranks, ")");
+         " ranks (use a multiple of ", ranks, ")");
   }
   BackendOptions backend = backend_options(config.train);
   if (ranks > 1 && backend.threads == 0 && !std::getenv("OMP_NUM_THREADS")) {
@@ -135,7 +136,13 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
 
   // The layout (parallel/config.h): groups of expert_parallel consecutive ranks shard the experts; the ranks at
   // the same place in every group hold the same experts (replicas).
-  const ParallelConfig layout = resolve_layout(config.parallel, ranks, config.model);
+  ParallelConfig layout;
+  try {
+    layout = resolve_layout(config.parallel, ranks, config.model);
+  } catch (const Error&) {
+    if (rank > 0) comm->barrier();  // every rank fails alike: rank 0 reports it once and aborts the job
+    throw;
+  }
   auto be = make_backend(backend);
   std::unique_ptr<comm::Communicator> ep_comm, replica_comm;
   std::unique_ptr<ExpertParallel> ep;

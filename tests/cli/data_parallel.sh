@@ -128,7 +128,7 @@ echo "a 3-rank checkpoint resumed at 2 ranks: warned, finished"
 rc=0
 train 3 b.log -o b.h5 --set train.batch_size=100 || rc=$?
 [[ $rc -ne 0 && $rc -ne 124 ]] || { show b.log; fail "batch_size 100 at 3 ranks: rc $rc"; }
-grep -q '^error: train.batch_size 100 does not split evenly over 3 data-parallel ranks (use a multiple of 3)' b.log ||
+grep -q '^error: train.batch_size 100 does not split evenly over 3 ranks (use a multiple of 3)' b.log ||
   { show b.log; fail "no clear error for batch_size 100 at 3 ranks"; }
 [[ ! -e b.h5 && ! -e b.h5.ckpt.h5 ]] || fail "the failed run left files"
 echo "batch_size 100 at 3 ranks: '$(grep -m1 '^error:' b.log)' ($(grep -c '^error:' b.log) error line(s)), rc $rc"

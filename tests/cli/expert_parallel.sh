@@ -155,6 +155,7 @@ bad() {  # <ranks> <expected error> <--set ...>
   timeout 60 mpirun -np "$n" "$moesae" train cfg.yaml -o bad.h5 "$@" > bad.log 2>&1 || rc=$?
   [[ $rc -ne 0 && $rc -ne 124 ]] || { show bad.log; fail "$*: rc $rc"; }
   grep -q "^error: $want" bad.log || { show bad.log; fail "$*: no clear error ($want)"; }
+  [[ "$(grep -c '^error:' bad.log)" == 1 ]] || { show bad.log; fail "$*: the error must be printed once (rank 0)"; }
   [[ ! -e bad.h5 && ! -e bad.h5.ckpt.h5 ]] || fail "$*: the failed run left files"
   echo "$n ranks, $*: '$(grep -m1 '^error:' bad.log)'"
 }
