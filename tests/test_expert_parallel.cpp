@@ -407,9 +407,9 @@ TEST(ExpertParallelTraining, TwoDimensionalLayoutMatchesOneProcess) {
   check_training(training_model(Arch::Scale), 2);
 }
 
-// Stop at step 8 with a checkpoint (the whole model, gathered), resume: bitwise the uninterrupted run. Then resume
-// the same checkpoint in another layout (plain data parallelism: every rank takes the whole model), which
-// continues the same training up to summation order.
+// Stop at step 8 with a checkpoint (a manifest and one shard file per rank), resume: bitwise the uninterrupted run.
+// Then resume a copy of it in another layout (plain data parallelism: every rank assembles the whole model from
+// all the shards), which continues the same training up to summation order.
 TEST(ExpertParallelTraining, CheckpointResumesExactlyAndInAnotherLayout) {
   const ModelConfig mc = training_model(Arch::Scale);
   auto be = make_cpu_backend(1);
@@ -430,7 +430,17 @@ TEST(ExpertParallelTraining, CheckpointResumesExactlyAndInAnotherLayout) {
   auto straight = train(*be, mc, ranks());
   auto first = train(*be, mc, ranks(), 8, ckpt);
   EXPECT_TRUE(first->outcome.interrupted);
-  if (rank() == 0) std::filesystem::copy_file(ckpt, copy);
+  if (rank() == 0) {  // the manifest and its shards, one per expert-parallel rank, copied under another name
+    int shards = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind("run.ckpt.h5.step8.shard", 0) != 0) continue;
+      ++shards;
+      std::filesystem::copy_file(entry.path(), dir + "/copy.ckpt.h5" + name.substr(std::string("run.ckpt.h5").size()));
+    }
+    EXPECT_EQ(shards, ranks()) << "one shard file per expert-parallel rank";
+    std::filesystem::copy_file(ckpt, copy);
+  }
   g_comm->barrier();
   auto resumed = train(*be, mc, ranks(), -1, ckpt);
   auto other = train(*be, mc, -1, -1, copy);  // data parallel: whole parameters from the same file

@@ -128,7 +128,7 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   const std::string yaml = to_yaml(config);
   const std::string ckpt = checkpoint_path_for(opt.out);
   if (auto dir = std::filesystem::path(opt.out).parent_path(); !dir.empty()) std::filesystem::create_directories(dir);
-  if (opt.restart && rank == 0 && std::filesystem::exists(ckpt)) std::filesystem::remove(ckpt);
+  if (opt.restart && rank == 0) remove_checkpoint(ckpt);  // and its shard files
   comm->barrier();  // every rank sees the same checkpoint (or none)
   if (std::filesystem::exists(ckpt)) check_resumable(ckpt, yaml);
 
@@ -219,7 +219,7 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   rec.final_vectors = result.final.vectors;
   for (Param* p : model.params().all()) rec.weights[p->name] = be->to_host(p->value);
   rec.save(opt.out);
-  std::filesystem::remove(ckpt);
+  remove_checkpoint(ckpt);
   if (ranks > 1) dp.wait_for_rank0();  // the other ranks waited for the record
   result.finished = true;
   spdlog::info("wrote {}: mse {:.4g}, fvu {:.4g}, L0 {:.1f}, redundancy {:.4f}", opt.out, result.final.scalars["mse"],

@@ -1,5 +1,9 @@
 #include "train/checkpoint.h"
 
+#include <algorithm>
+#include <filesystem>
+#include <memory>
+
 #include "core/h5.h"
 
 namespace moesae {
@@ -43,33 +47,102 @@ IntervalSums decode_interval(const std::vector<double>& v, const std::string& pa
 
 }  // namespace
 
+std::string shard_path(const std::string& path, const ShardSet& set, int index) {
+  return path + ".step" + std::to_string(set.step) + ".shard" + std::to_string(index) + "of" +
+         std::to_string(set.count);
+}
+
 void save_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam,
-                     const CheckpointState& state, const GatherWhole& gather, bool write) {
+                     const CheckpointState& state, const ShardSet* shards) {
   Backend& be = sae.backend();
-  const auto whole = [&](const Param& p, const Tensor& t) { return gather ? gather(p, t) : be.to_host(t); };
-  // Everything gathered first (collective under expert parallelism), then written by one rank.
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  auto params = sae.params().trainable();
-  for (size_t i = 0; i < params.size(); ++i) {
-    tensors.push_back({"/params/" + params[i]->name, whole(*params[i], params[i]->value)});
-    tensors.push_back({"/adam_m/" + params[i]->name, whole(*params[i], adam.first_moments()[i])});
-    tensors.push_back({"/adam_v/" + params[i]->name, whole(*params[i], adam.second_moments()[i])});
-  }
-  for (Param* b : sae.params().buffers()) tensors.push_back({"/buffers/" + b->name, whole(*b, b->value)});
-  if (!write) return;
   h5::AtomicWriter w(path);
   h5::File& f = w.file();
   f.set_attr("/", "kind", std::string("moesae checkpoint"));
   f.set_attr("/", "config_yaml", config_yaml);
   f.set_attr("/", "step", state.step);
   f.set_attr("/", "adam_step", adam.steps_taken());
+  if (shards) {
+    f.set_attr("/", "shard_step", shards->step);
+    f.set_attr("/", "shard_count", int64_t(shards->count));
+  }
   f.write_u64("/data_cursor", state.data_cursor);
   for (const char* g : {"/params", "/adam_m", "/adam_v", "/buffers"}) f.create_group(g);
-  for (const auto& [name, t] : tensors) f.write(name, t);
+  auto params = sae.params().trainable();
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (shards && params[i]->sharded()) continue;  // in the shard files
+    f.write("/params/" + params[i]->name, be.to_host(params[i]->value));
+    f.write("/adam_m/" + params[i]->name, be.to_host(adam.first_moments()[i]));
+    f.write("/adam_v/" + params[i]->name, be.to_host(adam.second_moments()[i]));
+  }
+  for (Param* b : sae.params().buffers()) f.write("/buffers/" + b->name, be.to_host(b->value));
   save_log(f, "/metrics", state.metrics);
   save_log(f, "/eval", state.eval_metrics);
   f.write_f64("/interval", encode(state.interval));
   w.commit();
+}
+
+void save_checkpoint_shard(const std::string& path, const ShardSet& set, int index, Sae& sae, Adam& adam) {
+  Backend& be = sae.backend();
+  h5::AtomicWriter w(shard_path(path, set, index));
+  h5::File& f = w.file();
+  f.set_attr("/", "kind", std::string("moesae checkpoint shard"));
+  f.set_attr("/", "shard", int64_t(index));
+  for (const char* g : {"/params", "/adam_m", "/adam_v"}) f.create_group(g);
+  auto params = sae.params().trainable();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Param& p = *params[i];
+    if (!p.sharded()) continue;
+    const int64_t w_row = p.row_elems(), rows = p.value.numel() / w_row;
+    const Tensor* tensors[3] = {&p.value, &adam.first_moments()[i], &adam.second_moments()[i]};
+    const char* groups[3] = {"/params/", "/adam_m/", "/adam_v/"};
+    for (int t = 0; t < 3; ++t) {  // stored as [rows, row_elems], with the rows' place in the whole parameter
+      const std::string dset = groups[t] + p.name;
+      f.write(dset, be.to_host(*tensors[t]).reshape(rows, w_row));
+      f.set_attr(dset, "first_row", p.shard_first);
+      f.set_attr(dset, "full_rows", p.full_rows);
+    }
+  }
+  w.commit();
+}
+
+namespace {
+
+// The shard files next to PATH: (file name, its step) for every PATH.step<S>.shard<i>of<N>.
+std::vector<std::pair<std::filesystem::path, int64_t>> shard_files(const std::string& path) {
+  std::vector<std::pair<std::filesystem::path, int64_t>> out;
+  const std::filesystem::path p(path);
+  const std::filesystem::path dir = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
+  const std::string prefix = p.filename().string() + ".step";
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const size_t at = name.find(".shard", prefix.size());
+    if (at == std::string::npos || name.find(".tmp.") != std::string::npos) continue;
+    try {
+      out.push_back({entry.path(), std::stoll(name.substr(prefix.size(), at - prefix.size()))});
+    } catch (const std::exception&) {
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void remove_stale_shards(const std::string& path, const ShardSet* keep) {
+  for (const auto& [file, step] : shard_files(path)) {
+    if (keep && step == keep->step && file.filename().string().find("of" + std::to_string(keep->count)) !=
+                                          std::string::npos)
+      continue;
+    std::error_code ec;
+    std::filesystem::remove(file, ec);
+  }
+}
+
+void remove_checkpoint(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove(path, ec);
+  remove_stale_shards(path, nullptr);
 }
 
 std::string checkpoint_config(const std::string& path) {
@@ -95,13 +168,46 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& conf
   st.step = f.attr_int("/", "step");
   adam.set_steps_taken(f.attr_int("/", "adam_step"));
   st.data_cursor = f.read_u64("/data_cursor");
-  // The file holds whole parameters; a sharded one (expert parallelism) takes its rows.
+  // Shard files (a sharded checkpoint): each covers some rows of every sharded parameter.
+  std::vector<std::unique_ptr<h5::File>> shard_files;
+  if (f.has_attr("/", "shard_count")) {
+    const ShardSet set{f.attr_int("/", "shard_step"), int(f.attr_int("/", "shard_count"))};
+    for (int i = 0; i < set.count; ++i) {
+      const std::string sp = shard_path(path, set, i);
+      if (!std::filesystem::exists(sp))
+        fail("checkpoint '", path, "' is missing its shard file '", sp, "' (", set.count, " shards of step ", set.step,
+             "); move or copy a checkpoint together with its PATH.step*.shard* files");
+      shard_files.push_back(std::make_unique<h5::File>(sp, h5::File::Mode::Read));
+    }
+  }
+  // A whole parameter is in the manifest; a sharded one (in the file, or in this model) is assembled row by row.
   auto load_into = [&](const std::string& dset, const Param& p, Tensor dst) {
-    Tensor h = f.read(dset);
-    const int64_t want = p.global_rows() * p.row_elems();
-    if (h.numel() != want) fail("checkpoint '", path, "': ", dset, " has ", h.numel(), " elements, expected ", want);
-    if (p.sharded()) h = h.reshape(p.full_rows, p.row_elems()).row_range(p.shard_first, p.shard_first + dst.numel() / p.row_elems());
-    be.upload(dst.rank() == 1 ? h.flatten() : h.rank() == 2 ? h : h.reshape(dst.rows(), dst.cols()), dst);
+    const int64_t w = p.row_elems(), rows = dst.numel() / w, first = p.sharded() ? p.shard_first : 0;
+    Tensor h;
+    if (f.exists(dset)) {
+      Tensor whole = f.read(dset);
+      const int64_t want = p.global_rows() * w;
+      if (whole.numel() != want)
+        fail("checkpoint '", path, "': ", dset, " has ", whole.numel(), " elements, expected ", want);
+      h = whole.reshape(p.global_rows(), w).row_range(first, first + rows);
+    } else {
+      h = host_tensor(rows, w);
+      if (shard_files.empty()) fail("checkpoint '", path, "' has no ", dset);
+      int64_t covered = 0;
+      for (const auto& sf : shard_files) {
+        if (!sf->exists(dset)) fail("checkpoint shard '", sf->path(), "' has no ", dset);
+        const int64_t s0 = sf->attr_int(dset, "first_row"), sn = sf->shape(dset)[0];
+        if (sf->attr_int(dset, "full_rows") != p.global_rows() || sf->shape(dset).size() != 2 || sf->shape(dset)[1] != w)
+          fail("checkpoint shard '", sf->path(), "': ", dset, " does not fit the model's ", p.global_rows(), " x ", w);
+        const int64_t a = std::max(s0, first), b = std::min(s0 + sn, first + rows);
+        if (a >= b) continue;
+        sf->read_rows(dset, a - s0, h.row_range(a - first, b - first));
+        covered += b - a;
+      }
+      if (covered != rows)
+        fail("checkpoint '", path, "': the shards cover ", covered, " of the ", rows, " rows of ", dset, " needed here");
+    }
+    be.upload(dst.rank() == 1 ? h.flatten() : h.reshape(dst.rows(), dst.cols()), dst);
   };
   auto params = sae.params().trainable();
   for (size_t i = 0; i < params.size(); ++i) {

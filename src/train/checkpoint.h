@@ -4,11 +4,14 @@
 // config text (resuming with a different config is refused). Written atomically: a crash mid-write leaves the
 // previous checkpoint intact.
 //
-// Under expert parallelism the file holds the whole model in the 1-process layout (every sharded parameter and
-// Adam moment gathered to the writing rank), so a checkpoint resumes at any rank count, or on one process: each
-// rank loads its rows of the sharded parameters (Param::shard_first).
+// Sharded checkpoints (expert parallelism): each expert-parallel rank writes its rows of the sharded parameters and
+// their Adam moments to its own shard file, PATH.step<S>.shard<i>of<N>; then rank 0 writes PATH, the manifest (the
+// replicated parameters, buffers, cursors, metrics and config, with attributes shard_step S and shard_count N). Each
+// file is atomic, and shards of an older step are removed only after the new manifest is in place, so a crash at any
+// point leaves a complete checkpoint. On resume every rank reads the row range it holds from whichever shard files
+// cover it: a checkpoint resumes at any rank count or layout, or on one process; a whole (unsharded) checkpoint
+// resumes sharded the same way.
 #pragma once
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,13 +36,23 @@ struct CheckpointState {
   IntervalSums interval;
 };
 
-// The whole of a parameter's tensor (its value, gradient-shaped Adam moment...) as a host tensor; under expert
-// parallelism a collective gather that returns an empty Tensor on the ranks that do not write.
-using GatherWhole = std::function<Tensor(const Param&, const Tensor&)>;
+// Which shards hold the sharded parameters of a checkpoint: shard files of step `step`, `count` of them.
+struct ShardSet {
+  int64_t step = 0;
+  int count = 0;
+};
+std::string shard_path(const std::string& path, const ShardSet& set, int index);
 
-// gather: empty = this process holds whole parameters. write: false on ranks that only take part in the gathers.
+// Writes the checkpoint (with `shards`: the manifest, without the sharded parameters, which must already be in
+// their shard files).
 void save_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam,
-                     const CheckpointState& state, const GatherWhole& gather = {}, bool write = true);
+                     const CheckpointState& state, const ShardSet* shards = nullptr);
+// Writes shard `index` of `set`: this rank's rows of the sharded parameters and their Adam moments.
+void save_checkpoint_shard(const std::string& path, const ShardSet& set, int index, Sae& sae, Adam& adam);
+// Removes the shard files of PATH other than those of `keep` (nullptr: all of them).
+void remove_stale_shards(const std::string& path, const ShardSet* keep);
+// Removes a checkpoint: the manifest (or whole file) and its shard files.
+void remove_checkpoint(const std::string& path);
 // The configuration text a checkpoint was written with; fails (without naming the file: callers add it) if the
 // file cannot be read or is not a moesae checkpoint.
 std::string checkpoint_config(const std::string& path);

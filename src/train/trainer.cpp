@@ -97,13 +97,18 @@ bool Trainer::resume() {
 void Trainer::checkpoint() {
   if (ckpt_path_.empty()) return;
   state_.data_cursor = data_.state();  // collective under data parallelism: every rank's cursor
-  if (ep_) {  // the whole model, gathered to rank 0
-    comm::Communicator& c = ep_->communicator();
-    Backend& be = sae_.backend();
-    save_checkpoint(ckpt_path_, config_yaml_, sae_, adam_, state_,
-                    [&](const Param& p, const Tensor& t) { return gather_whole(c, be, p, t); }, dp_->rank() == 0);
+  if (ep_) {  // each expert-parallel rank of the first replica writes its shard, then rank 0 the manifest
+    const ShardSet set{state_.step, ep_->communicator().size()};
+    if (!replicas_ || replicas_->rank() == 0)
+      save_checkpoint_shard(ckpt_path_, set, ep_->communicator().rank(), sae_, adam_);
+    dp_->wait_for_rank0();  // every shard is on disk before the manifest names it
+    if (dp_->rank() == 0) {
+      save_checkpoint(ckpt_path_, config_yaml_, sae_, adam_, state_, &set);
+      remove_stale_shards(ckpt_path_, &set);  // only now: the previous manifest's shards
+    }
   } else if (!dp_ || dp_->rank() == 0) {
     save_checkpoint(ckpt_path_, config_yaml_, sae_, adam_, state_);
+    remove_stale_shards(ckpt_path_, nullptr);  // of a sharded checkpoint this run resumed from
   }
   if (dp_) dp_->wait_for_rank0();  // the file is complete before any rank goes on (or exits)
 }

@@ -7,8 +7,8 @@
 #  2. `mpirun -np 3 moesae train` (default layout: experts over 3 ranks) against the data-parallel run of the same
 #     config at 3 ranks (the same rows in the same steps): the same final weights up to summation order; the record
 #     holds the whole model;
-#  3. --stop-after 30 at 3 ranks and resume at 3: bitwise the straight 3-rank run; the same checkpoint resumed at
-#     2 ranks and at 1 process (resharded: the checkpoint holds the whole model), finishing near the straight run;
+#  3. --stop-after 30 at 3 ranks: a manifest and 3 shard files; resume at 3: bitwise the straight 3-rank run; the
+#     same checkpoint (copied with its shards) resumed at 2 ranks and on one process (resharded); no files left;
 #  4. a 2 x 2 layout at 4 ranks (parallel.expert_parallel: 2) near the data-parallel run of the same rows; a TopK
 #     SAE's dictionary sharded over 3 ranks (AuxK active) near its data-parallel run;
 #  5. bad layouts, each one error line and a non-zero exit: expert_parallel that does not divide the ranks,
@@ -107,25 +107,47 @@ echo "moesae train, experts over 3 ranks vs data-parallel over 3 ranks (the same
 # ---- 3. stop and resume; resume in other layouts --------------------------------------------------------------------
 train 3 s1.log -o s.h5 --stop-after 30 || { show s1.log; fail "--stop-after 30 at 3 ranks must exit 0"; }
 [[ -f s.h5.ckpt.h5 && ! -e s.h5 ]] || { ls; fail "--stop-after must leave a checkpoint and no record"; }
-cp s.h5.ckpt.h5 u.h5.ckpt.h5
-cp s.h5.ckpt.h5 v.h5.ckpt.h5
-/usr/bin/python3 - <<'PY' || fail "the 3-rank checkpoint does not hold the whole model"
+for to in u v; do  # a checkpoint moves with its shard files
+  for f in s.h5.ckpt.h5*; do cp "$f" "$to.h5.ckpt.h5${f#s.h5.ckpt.h5}"; done
+done
+/usr/bin/python3 - <<'PY' || fail "the 3-rank checkpoint is not a manifest with 3 shards"
 import h5py
 with h5py.File("s.h5.ckpt.h5", "r") as f:
-    for g in ("params", "adam_m", "adam_v"):
-        assert f[g]["W_enc"].shape == (192, 16) and f[g]["omega"].shape == (12,), (g, f[g]["W_enc"].shape)
+    assert f.attrs["shard_count"] == 3 and f.attrs["shard_step"] == 30, dict(f.attrs)
+    assert "W_enc" not in f["params"] and "W_r" in f["params"] and "b_pre" in f["params"], list(f["params"])
+rows = 0
+for i in range(3):
+    with h5py.File(f"s.h5.ckpt.h5.step30.shard{i}of3", "r") as s:
+        for g in ("params", "adam_m", "adam_v"):
+            assert s[g]["W_enc"].attrs["first_row"] == rows and s[g]["W_enc"].attrs["full_rows"] == 192
+            assert s[g]["omega"].attrs["full_rows"] == 12
+        rows += s["params/W_enc"].shape[0]
+assert rows == 192, rows
 PY
+echo "the 3-rank checkpoint: a manifest and 3 shard files (64 latents each)"
 train 3 s2.log -o s.h5 || { show s2.log; fail "resume at 3 ranks"; }
 grep -q "resumed from 's.h5.ckpt.h5' at step 30/60" s2.log || { show s2.log; fail "did not resume"; }
 compare r.h5 s.h5 0 > /dev/null || fail "stop at 30 + resume at 3 ranks is not bitwise the straight run"
 echo "stop at 30 and resume at 3 ranks: weights equal the straight run's bit for bit"
-train 2 u.log -o u.h5 || { show u.log; fail "resuming the 3-rank checkpoint at 2 ranks"; }
+train 2 u.log -o u.h5 --stop-after 45 || { show u.log; fail "resuming the 3-rank checkpoint at 2 ranks"; }
 grep -q "resumed from 'u.h5.ckpt.h5' at step 30/60" u.log && grep -q 'experts sharded over 2 ranks' u.log ||
   { show u.log; fail "2 ranks: did not resume expert-parallel"; }
+[[ "$(ls u.h5.ckpt.h5.* | tr '\n' ' ')" == "u.h5.ckpt.h5.step45.shard0of2 u.h5.ckpt.h5.step45.shard1of2 " ]] ||
+  { ls; fail "the 2-rank checkpoint at step 45 must replace the 3 shards of step 30 by 2"; }
+mv u.h5.ckpt.h5.step45.shard1of2 lost
+rc=0
+train 2 ul.log -o u.h5 || rc=$?
+[[ $rc -ne 0 ]] && grep -q "^error: .*is missing its shard file 'u.h5.ckpt.h5.step45.shard1of2'" ul.log ||
+  { show ul.log; fail "a missing shard file must be one clear error (rc $rc)"; }
+mv lost u.h5.ckpt.h5.step45.shard1of2
+train 2 u2.log -o u.h5 || { show u2.log; fail "resuming at 2 ranks again"; }
+grep -q "resumed from 'u.h5.ckpt.h5' at step 45/60" u2.log || { show u2.log; fail "did not resume at step 45"; }
 "$moesae" train cfg.yaml -o v.h5 > v.log 2>&1 || { show v.log; fail "resuming the 3-rank checkpoint on one process"; }
 grep -q "resumed from 'v.h5.ckpt.h5' at step 30/60" v.log || { show v.log; fail "1 process: did not resume"; }
 [[ -f u.h5 && -f v.h5 && ! -e u.h5.ckpt.h5 && ! -e v.h5.ckpt.h5 ]] || { ls; fail "resumes: records missing"; }
-echo "the 3-rank checkpoint resumed with the experts over 2 ranks and on one process: both finished"
+left="$(ls | grep -c '\.ckpt\.h5' || true)"
+[[ "$left" == 0 ]] || { ls; fail "checkpoint or shard files left after the runs finished"; }
+echo "the 3-rank checkpoint resumed with the experts over 2 ranks (its step-45 checkpoint: 2 shards, a lost one a clear error) and on one process: all finished"
 
 # ---- 4. a 2 x 2 layout at 4 ranks --------------------------------------------------------------------------------------
 rc=0
