@@ -11,7 +11,9 @@
 //   mpirun -np N comm_check --inject-failure R         rank R records one failed check: every rank must exit 1
 //   mpirun -np N comm_check --bench                    optional all-to-all-v bandwidth micro-benchmark: our
 //                                                     all_to_all_v (count exchange included) vs plain MPI_Alltoallv
-//                                                     on the same buffers
+//                                                     on the same buffers; and with equal counts, all_to_all_v vs
+//                                                     all_to_all of the same bytes (--comm nccl: grouped
+//                                                     ncclSend/ncclRecv vs ncclAlltoAll on device buffers)
 #include <unistd.h>
 
 #include <algorithm>
@@ -180,6 +182,20 @@ void check_all_to_all_v(Communicator& c, int pattern, const char* tname) {
   expect(bad == 0, tag + " (explicit offsets)");
 }
 
+// Equal counts (all_to_all): n elements from every rank to every rank.
+template <typename T>
+void check_all_to_all(Communicator& c, int64_t n, const char* tname) {
+  const int P = c.size(), me = c.rank();
+  std::vector<T> send(size_t(n * P)), recv(size_t(n * P) + 1, T(-5));
+  for (int d = 0; d < P; ++d)
+    for (int64_t j = 0; j < n; ++j) send[size_t(d * n + j)] = a2a_val<T>(me, d, j);
+  c.all_to_all(send.data(), size_t(n), recv.data());
+  size_t bad = !(recv.back() == T(-5));  // nothing written past the end
+  for (int s = 0; s < P; ++s)
+    for (int64_t j = 0; j < n; ++j) bad += !(recv[size_t(s * n + j)] == a2a_val<T>(s, me, j));
+  expect(bad == 0, std::string("all_to_all ") + tname + " n=" + std::to_string(n));
+}
+
 void run_checks(Communicator& c, int kill_rank, bool hang, int inject_rank) {
   const int P = c.size();
   expect(c.rank() >= 0 && c.rank() < P, "rank in range");
@@ -235,6 +251,10 @@ void run_checks(Communicator& c, int kill_rank, bool hang, int inject_rank) {
   for (int pattern = 0; pattern <= 4; ++pattern) {
     check_all_to_all_v<float>(c, pattern, "f32");
     check_all_to_all_v<int32_t>(c, pattern, "i32");
+  }
+  for (int64_t n : {int64_t(0), int64_t(1), int64_t(37), int64_t(5000)}) {
+    check_all_to_all<float>(c, n, "f32");
+    check_all_to_all<int64_t>(c, n, "i64");
   }
 
   // Argument errors are thrown locally, before any communication (so every rank throws alike).
@@ -298,6 +318,66 @@ void run_bench(MpiComm& c) {
     if (me == 0)
       std::printf("%14lld %12.1f %12.1f %8.2f %10.3f\n", static_cast<long long>(base), best_ours * 1e6, best_mpi * 1e6,
                   best_ours / best_mpi, double(bytes_out) / best_ours / 1e9);
+  }
+}
+
+// Buffers for the equal-count benchmark: host vectors, or device memory for a device communicator (NCCL).
+class BenchBuffer {
+ public:
+  BenchBuffer(size_t floats, bool device) : n_(floats), device_(device) {
+#ifdef MOESAE_HAVE_CUDA
+    if (device_) {
+      if (cudaMalloc(&dev_, std::max<size_t>(n_, 1) * sizeof(float)) != cudaSuccess) fail("cudaMalloc failed");
+      cudaMemset(dev_, 0, std::max<size_t>(n_, 1) * sizeof(float));
+      return;
+    }
+#endif
+    if (device_) fail("device buffers need a CUDA build");
+    host_.assign(n_, 1.f);
+  }
+  ~BenchBuffer() {
+#ifdef MOESAE_HAVE_CUDA
+    if (dev_) cudaFree(dev_);
+#endif
+  }
+  float* data() { return device_ ? static_cast<float*>(dev_) : host_.data(); }
+
+ private:
+  size_t n_;
+  bool device_;
+  std::vector<float> host_;
+  void* dev_ = nullptr;
+};
+
+// The same bytes moved by all_to_all_v (count exchange included; on NCCL grouped ncclSend/ncclRecv) and by
+// all_to_all with equal counts (ncclAlltoAll on NCCL >= 2.28.3, MPI_Ialltoall on MPI): what the count exchange and
+// the variable-size path cost. On a device communicator the buffers are device memory.
+void run_bench_equal(Communicator& c) {
+  const int P = c.size(), me = c.rank();
+  if (me == 0)
+    std::printf("equal counts on %s, %d ranks: all_to_all_v vs all_to_all of the same bytes (times = slowest rank, "
+                "best of reps)\n%14s %14s %14s %8s %12s\n",
+                c.name().c_str(), P, "floats/peer", "a2a_v us", "a2a us", "ratio", "a2a_v GB/s");
+  for (int64_t n : {int64_t(1024), int64_t(65536), int64_t(1) << 20, int64_t(1) << 22}) {
+    const std::vector<int64_t> counts(size_t(P), n), offsets = Communicator::packed_offsets(counts);
+    BenchBuffer send(size_t(n * P), c.device_buffers()), recv(size_t(n * P), c.device_buffers());
+    const int reps = n >= (int64_t(1) << 20) ? 5 : 30;
+    double best[2] = {1e30, 1e30};
+    for (int r = 0; r <= reps; ++r)
+      for (int which = 0; which < 2; ++which) {
+        c.barrier();
+        const double t0 = now_s();
+        if (which == 0)
+          c.all_to_all_v(send.data(), counts, offsets, recv.data(), size_t(n * P));
+        else
+          c.all_to_all(send.data(), size_t(n), recv.data());
+        double t = now_s() - t0;
+        c.all_reduce(&t, 1, ReduceOp::Max);
+        if (r > 0) best[which] = std::min(best[which], t);
+      }
+    if (me == 0)
+      std::printf("%14lld %14.1f %14.1f %8.2f %12.3f\n", static_cast<long long>(n), best[0] * 1e6, best[1] * 1e6,
+                  best[0] / best[1], double(n) * 4 * (P - 1) / best[0] / 1e9);
   }
 }
 
@@ -373,6 +453,12 @@ class DeviceStaged final : public Communicator {
     });
     r.back(recv);
   }
+  void all_to_all_raw(const void* send, size_t n, void* recv, ElemType t) override {
+    const size_t bytes = n * size_t(size()) * elem_size(t);
+    DeviceCopy s(send, bytes), r(nullptr, bytes);
+    typed(t, s.p, [&](auto* p) { inner_->all_to_all(p, n, static_cast<decltype(p)>(r.p)); });
+    r.back(recv);
+  }
 
  private:
   std::unique_ptr<Communicator> inner_;
@@ -406,18 +492,18 @@ int main(int argc, char** argv) {
   try {
     MpiRuntime mpi(&argc, &argv);
     std::unique_ptr<Communicator> c = make_communicator(kind);
+    if (bench) {  // device buffers as they are (NCCL: ncclAlltoAll vs grouped send/recv on the GPU)
+      g_rank = c->rank();
+      if (auto* m = dynamic_cast<MpiComm*>(c.get())) run_bench(*m);
+      run_bench_equal(*c);
+      c.reset();
+      return 0;
+    }
 #ifdef MOESAE_HAVE_CUDA
     if (c->device_buffers()) c = std::make_unique<DeviceStaged>(std::move(c));
 #endif
     g_rank = c->rank();
     if (kill_rank >= c->size()) fail("--kill-rank ", kill_rank, " is not a rank of ", c->size());
-    if (bench) {
-      auto* m = dynamic_cast<MpiComm*>(c.get());
-      if (!m) fail("--bench needs the mpi communicator");
-      run_bench(*m);
-      c.reset();
-      return 0;
-    }
     run_checks(*c, kill_rank, hang, inject_rank);
     int64_t verdict[2] = {g_failures, g_checks};
     c->all_reduce(verdict, 2, ReduceOp::Sum);

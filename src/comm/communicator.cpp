@@ -70,6 +70,12 @@ void abort_job_after_error(int exit_code) {
 
 Communicator::Communicator() : timeout_s_(timeout_from_env()) {}
 
+void Communicator::all_to_all_raw(const void* send, size_t n, void* recv, ElemType t) {
+  const std::vector<int64_t> counts(static_cast<size_t>(size()), static_cast<int64_t>(n));
+  const std::vector<int64_t> offsets = packed_offsets(counts);
+  all_to_all_v_raw(send, counts, offsets, recv, counts, offsets, t);
+}
+
 std::unique_ptr<Communicator> Communicator::split(int, int) {
   fail("the ", name(), " communicator cannot be split into groups");
 }

@@ -120,6 +120,13 @@ class Communicator {
     return recv;
   }
 
+  // All-to-all with equal counts: send[d*n .. d*n+n) goes to rank d, and recv[s*n .. s*n+n) comes from rank s
+  // (size()*n elements each; no count exchange). ncclAlltoAll on NCCL, MPI_Ialltoall on MPI.
+  template <typename T>
+  void all_to_all(const T* send, size_t n, T* recv) {
+    all_to_all_raw(send, n, recv, ElemOf<T>::value);
+  }
+
   // Exclusive prefix sum: the offsets of packed regions of the given counts.
   static std::vector<int64_t> packed_offsets(const std::vector<int64_t>& counts);
 
@@ -134,6 +141,8 @@ class Communicator {
                                 const std::vector<int64_t>& send_offsets, void* recv,
                                 const std::vector<int64_t>& recv_counts, const std::vector<int64_t>& recv_offsets,
                                 ElemType t) = 0;
+  // Default: all_to_all_v_raw with equal counts and packed offsets.
+  virtual void all_to_all_raw(const void* send, size_t n, void* recv, ElemType t);
   void check_a2a_args(const std::vector<int64_t>& send_counts, const std::vector<int64_t>& send_offsets,
                       const std::vector<int64_t>& recv_counts, const std::vector<int64_t>& recv_offsets) const;
   void check_root(int root, const char* op) const;

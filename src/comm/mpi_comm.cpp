@@ -227,4 +227,13 @@ void MpiComm::all_to_all_v_raw(const void* send, const std::vector<int64_t>& sen
   wait(&req, what);
 }
 
+void MpiComm::all_to_all_raw(const void* send, size_t n, void* recv, ElemType t) {
+  const std::string what = describe("all_to_all", n * size_t(size_), t);
+  MPI_Request req;
+  check_rc(MPI_Ialltoall(send, as_int(int64_t(n), what), mpi_type(t), recv, as_int(int64_t(n), what), mpi_type(t),
+                         comm_, &req),
+           what);
+  wait(&req, what);
+}
+
 }  // namespace moesae::comm

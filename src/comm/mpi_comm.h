@@ -64,6 +64,7 @@ class MpiComm final : public Communicator {
   void all_to_all_v_raw(const void* send, const std::vector<int64_t>& send_counts,
                         const std::vector<int64_t>& send_offsets, void* recv, const std::vector<int64_t>& recv_counts,
                         const std::vector<int64_t>& recv_offsets, ElemType t) override;
+  void all_to_all_raw(const void* send, size_t n, void* recv, ElemType t) override;
 
  private:
   template <typename T>

@@ -173,6 +173,15 @@ class NcclComm final : public Communicator {
     check(ncclGroupEnd(), what);
     wait_stream(what);
   }
+  void all_to_all_raw(const void* send, size_t n, void* recv, ElemType t) override {
+    const std::string what = describe("all_to_all", n * size_t(size_), t);
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 3)
+    check(ncclAlltoAll(send, recv, n, nccl_type(t), comm_, stream_), what);  // NCCL >= 2.28.3
+    wait_stream(what);
+#else
+    Communicator::all_to_all_raw(send, n, recv, t);  // grouped send/recv
+#endif
+  }
 
  private:
   // Accepts ncclSuccess and ncclInProgress (non-blocking communicator); anything else aborts the communicator.
