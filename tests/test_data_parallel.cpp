@@ -47,6 +47,7 @@
 #include "train/trainer.h"
 #include "sae_test_util.h"
 #include "slice_source.h"
+#include "tensor_compare.h"
 
 using namespace moesae;
 
@@ -131,14 +132,8 @@ TrainResult train(Backend& be, const ModelConfig& mc, const TrainConfig& tc, boo
   return r;
 }
 
-std::vector<float> host_floats(Backend& be, const Tensor& t) {
-  Tensor h = be.to_host(t);
-  return std::vector<float>(h.host<float>(), h.host<float>() + h.numel());
-}
-std::vector<int32_t> host_ints(Backend& be, const Tensor& t) {
-  Tensor h = be.to_host(t);
-  return std::vector<int32_t>(h.host<int32_t>(), h.host<int32_t>() + h.numel());
-}
+using moesae::testing::host_floats;
+using moesae::testing::host_ints;
 
 uint64_t fnv1a(const void* p, size_t bytes) {
   uint64_t h = 1469598103934665603ull;
@@ -183,16 +178,8 @@ void expect_metrics_identical(const MetricSeries& m, double loss_tol) {
   }
 }
 
-// ||a - b|| <= tol ||b|| (Frobenius).
 void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  double num = 0, den = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  EXPECT_LE(std::sqrt(num), tol * std::sqrt(den) + 1e-30)
-      << what << ": relative Frobenius error " << std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+  moesae::testing::expect_relative_close(got, want, tol, what + " (rank " + std::to_string(rank()) + ")");
 }
 
 // Fails consistently on every rank (no collective skipped on one rank only) when a stop request is pending: the

@@ -28,6 +28,7 @@
 #include "mpi_gtest.h"
 #include "sae_test_util.h"
 #include "slice_source.h"
+#include "tensor_compare.h"
 #include "temp_dir.h"
 #include "train/trainer.h"
 
@@ -52,26 +53,10 @@ Tensor my_rows(const Tensor& global) {
   return h;
 }
 
-std::vector<float> floats(Backend& be, const Tensor& t) {
-  Tensor h = be.to_host(t);
-  return std::vector<float>(h.host<float>(), h.host<float>() + h.numel());
-}
-std::vector<int32_t> ints(Backend& be, const Tensor& t) {
-  Tensor h = be.to_host(t);
-  return std::vector<int32_t>(h.host<int32_t>(), h.host<int32_t>() + h.numel());
-}
-
-// ||got - want|| <= tol ||want|| (Frobenius).
+std::vector<float> floats(Backend& be, const Tensor& t) { return moesae::testing::host_floats(be, t); }
+std::vector<int32_t> ints(Backend& be, const Tensor& t) { return moesae::testing::host_ints(be, t); }
 void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  double num = 0, den = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  EXPECT_LE(std::sqrt(num), tol * std::sqrt(den) + 1e-30)
-      << what << ": relative Frobenius error " << std::sqrt(num) / std::max(std::sqrt(den), 1e-30) << " (rank "
-      << rank() << ")";
+  moesae::testing::expect_relative_close(got, want, tol, what + " (rank " + std::to_string(rank()) + ")");
 }
 
 // The rows [first, first + rows) of a whole parameter (vectors: elements), as the sharded model holds them.

@@ -19,37 +19,11 @@ build="$(dirname "$(dirname "$moesae")")"
 testbin="$build/tests/test_data_parallel"
 command -v mpirun >/dev/null || { echo "skipped: mpirun not found"; exit 77; }
 [[ -x "$testbin" ]] || { echo "FAIL: $testbin not built"; exit 1; }
-# Open MPI as root, more ranks than cores, shared memory only (as comm_mpi.sh); one thread per rank; a dead peer
-# is reported within 20 s.
-source "$(dirname "${BASH_SOURCE[0]}")/mpi_env.bash"
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MOESAE_COMM_TIMEOUT=20
+source "$(dirname "${BASH_SOURCE[0]}")/mpi_job.bash"  # $tmp, fail, show, gtest_at_ranks, kill_rank
 unset MOESAE_DP_TEST_FAIL_RANK
-t_start=$SECONDS
-tmp="$(mktemp -d)"
-bg_pid=""
-cleanup() {
-  local rc=$?
-  trap - EXIT
-  if [[ -n "$bg_pid" ]] && kill -0 "$bg_pid" 2>/dev/null; then kill -9 "$bg_pid" 2>/dev/null || true; fi
-  for p in $(pgrep -f "$tmp/" 2>/dev/null || true); do kill -9 "$p" 2>/dev/null || true; done  # ours only
-  cd /
-  rm -rf "$tmp"
-  exit $rc
-}
-trap cleanup EXIT
-cd "$tmp"
-fail() { echo "FAIL: $*"; exit 1; }
-show() { echo "---- $1"; tail -n 40 "$1"; }
 
 # ---- 1. the GoogleTest binary at 2, 3, 4 ranks -------------------------------------------------------------------------
-for n in 2 3 4; do
-  t0=$SECONDS
-  rc=0
-  timeout 120 mpirun -np "$n" "$testbin" > "t$n.log" 2>&1 || rc=$?
-  [[ $rc -eq 0 ]] || { show "t$n.log"; fail "test_data_parallel at $n ranks: rc $rc"; }
-  grep -q "^data_parallel: $n ranks: all tests passed on every rank" "t$n.log" || { show "t$n.log"; fail "no verdict at $n"; }
-  echo "test_data_parallel at $n ranks: all tests passed on every rank ($((SECONDS - t0))s)"
-done
+gtest_at_ranks "$testbin" data_parallel 2 3 4
 rc=0
 MOESAE_DP_TEST_FAIL_RANK=1 timeout 60 mpirun -np 3 "$testbin" --gtest_filter='Verdict.*' > inj.log 2>&1 || rc=$?
 if [[ $rc -eq 0 || $rc -eq 124 ]] || ! grep -q '^data_parallel: 3 ranks: FAILED on rank(s) 1$' inj.log; then
@@ -67,10 +41,6 @@ model: {arch: scale, dict_size: 128, experts: 8, active_experts: 2, k: 4, featur
 train: {steps: 60, batch_size: 96, log_every: 10, lr: 0.001}
 parallel: {expert_parallel: 1}  # plain data parallelism (a Scale SAE is expert-parallel by default)
 YAML
-train() {  # <ranks> <log> <args...>: moesae train under mpirun; returns mpirun's status
-  local n="$1" log="$2"; shift 2
-  timeout 60 mpirun -np "$n" "$moesae" train "$tmp/cfg.yaml" "$@" > "$log" 2>&1
-}
 train 3 r.log -o r.h5 || { show r.log; fail "moesae train at 3 ranks"; }
 grep -q 'data-parallel over 3 ranks (32 tokens each)' r.log || { show r.log; fail "not data-parallel"; }
 [[ "$(grep -c 'wrote r.h5' r.log)" == 1 ]] || { show r.log; fail "rank 0 (alone) must write the record"; }
@@ -134,41 +104,6 @@ grep -q '^error: train.batch_size 100 does not split evenly over 3 ranks (use a 
 echo "batch_size 100 at 3 ranks: '$(grep -m1 '^error:' b.log)' ($(grep -c '^error:' b.log) error line(s)), rc $rc"
 
 # ---- 5. kill -9 of one rank mid-training --------------------------------------------------------------------------------
-# (a) Open MPI's default: mpirun kills the job when a rank dies. (b) With orte_abort_on_non_zero_status 0 (like srun
-# without --kill-on-bad-exit) only the collective watchdog can end the job: the others print the timeout error.
-kill_rank() {  # <label> <watchdog: 0|1> [mpirun options...]
-  local label="$1" watchdog="$2"; shift 2
-  local log="$tmp/k$watchdog.log" t0=$SECONDS victim="" r rc=0 left how
-  timeout 90 mpirun "$@" -np 3 "$moesae" train "$tmp/cfg.yaml" -o "$tmp/k$watchdog.h5" --set train.steps=10000000 \
-    --set train.log_every=5 > "$log" 2>&1 &
-  bg_pid=$!
-  for _ in $(seq 1 300); do  # until rank 0 logs training progress (<= 30 s)
-    grep -q 'step [0-9]*/10000000' "$log" && break
-    kill -0 "$bg_pid" 2>/dev/null || { show "$log"; fail "$label: the long run ended before training"; }
-    sleep 0.1
-  done
-  grep -q 'step [0-9]*/10000000' "$log" || { show "$log"; fail "$label: the long run never logged a step"; }
-  for p in $(pgrep -f "$moesae train $tmp/cfg.yaml" || true); do  # the ranks (mpirun has no OMPI_COMM_WORLD_RANK)
-    r="$(tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | sed -n 's/^OMPI_COMM_WORLD_RANK=//p')"
-    [[ "$r" == 1 ]] && victim="$p"
-  done
-  [[ -n "$victim" ]] || { ps -ef | grep -v grep | grep "$tmp" || true; fail "$label: rank 1's process not found"; }
-  local t_kill=$SECONDS
-  kill -9 "$victim"
-  for _ in $(seq 1 400); do kill -0 "$bg_pid" 2>/dev/null || break; sleep 0.1; done  # <= 40 s
-  if kill -0 "$bg_pid" 2>/dev/null; then show "$log"; fail "$label: mpirun still running 40 s after rank 1 was killed"; fi
-  wait "$bg_pid" || rc=$?
-  bg_pid=""
-  [[ $rc -ne 0 && $rc -ne 124 ]] || { show "$log"; fail "$label: mpirun exited $rc after rank 1 was killed"; }
-  sleep 0.5
-  left="$(pgrep -f "$moesae train $tmp/cfg.yaml" || true)"
-  [[ -z "$left" ]] || { ps -fp $left || true; fail "$label: moesae processes left after the kill: $left"; }
-  local re='error: rank [02]: collective .* did not complete within 20 s \(a rank died or hangs\)'
-  how="killed by mpirun"
-  grep -Eq "$re" "$log" && how="$(grep -Eo "$re" "$log" | head -1)"
-  if [[ $watchdog == 1 && "$how" == "killed by mpirun" ]]; then show "$log"; fail "$label: no collective timeout"; fi
-  echo "$label: mpirun exited rc $rc $((SECONDS - t_kill))s after the kill ($how); no process left ($((SECONDS - t0))s)"
-}
 # ---- 5. moesae run (an experiment file) at 2 ranks -------------------------------------------------------------------
 t0=$SECONDS
 cat > grid.yaml <<EOF2
