@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
     const auto comm_seconds = [&] { return dp.comm_seconds() + (ep ? ep->comm_seconds() : 0.0); };
     const auto distribute = [&](Trainer& t) {
       if (P > 1 || ep) t.set_data_parallel(&dp);
-      if (ep) t.set_expert_parallel(ep.get(), nullptr, nullptr);
+      if (ep) t.set_expert_parallel(ep.get(), nullptr, {});
     };
     Trainer warm(tc, *sae, source);
     distribute(warm);

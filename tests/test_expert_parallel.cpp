@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -101,6 +102,9 @@ std::vector<Variant> variants() {
   t.encoder_bias = true;
   t.k_aux = 5;
   v.push_back({"topk F100, b_enc, k_aux 5", t});
+  ModelConfig narrow = moesae::testing::family_config(Arch::TopK, kD, 12, kK, 1, 1, kB);  // 3 latents a rank at 4
+  narrow.k_aux = 4;
+  v.push_back({"topk F12 (fewer latents per rank than k at 3 and 4 ranks)", narrow});
   return v;
 }
 
@@ -205,23 +209,55 @@ TEST(ExpertParallel, ContiguousBlocksCoverEveryExpertOnce) {
 }
 
 TEST(ExpertParallel, InitialisationIsTheOneProcessModelSliced) {
-  const ModelConfig mc = scale(7, 2, FeatureScaling::Learned);
-  auto be = make_cpu_backend(1);
-  auto ref = make_sae(mc, *be);
-  Rng r1(5);
-  ref->init(r1);
-  ExpertParallel ep(*g_comm, *be, mc);
-  auto sae = make_sae(mc, *be, &ep);
-  Rng r2(5);
-  sae->init(r2);
-  std::vector<std::pair<std::string, Tensor>> whole;
-  for (Param* p : sae->params().all()) whole.push_back({p->name, gather_whole(*g_comm, *be, *p, p->value)});
-  if (rank() != 0) return;
-  for (auto& [name, t] : whole) {
-    const Tensor want = be->to_host(ref->params().get(name).value);
-    ASSERT_EQ(t.numel(), want.numel()) << name;
-    EXPECT_EQ(0, std::memcmp(t.host<float>(), want.host<float>(), size_t(t.numel()) * 4)) << name << " differs";
+  for (FeatureScaling fs : {FeatureScaling::Learned, FeatureScaling::Reference}) {
+    const ModelConfig mc = scale(7, 2, fs);
+    auto be = make_cpu_backend(1);
+    auto ref = make_sae(mc, *be);
+    Rng r1(5);
+    ref->init(r1);
+    ExpertParallel ep(*g_comm, *be, mc);
+    auto sae = make_sae(mc, *be, &ep);
+    Rng r2(5);
+    sae->init(r2);
+    EXPECT_EQ(r1.next_u64(), r2.next_u64()) << "the generators must end in the same state";
+    std::vector<std::pair<std::string, Tensor>> whole;
+    for (Param* p : sae->params().all()) whole.push_back({p->name, gather_whole(*g_comm, *be, *p, p->value)});
+    if (fs == FeatureScaling::Reference) {  // the reference code's A starts at the identity
+      const std::vector<float> a = floats(*be, sae->params().get("A_lowpass").value);
+      for (int i = 0; i < kD; ++i)
+        for (int j = 0; j < kD; ++j) ASSERT_EQ(a[size_t(i * kD + j)], i == j ? 1.f : 0.f) << "A[" << i << "," << j << "]";
+    }
+    if (rank() != 0) continue;
+    for (auto& [name, t] : whole) {
+      const Tensor want = be->to_host(ref->params().get(name).value);
+      ASSERT_EQ(t.numel(), want.numel()) << name;
+      EXPECT_EQ(0, std::memcmp(t.host<float>(), want.host<float>(), size_t(t.numel()) * 4)) << name << " differs";
+    }
   }
+}
+
+// Shard files of other steps and other shard counts go; exactly the kept set's files stay (local files, rank 0).
+TEST(ExpertParallel, StaleShardsAreRemovedExactly) {
+  if (rank() != 0) return;
+  moesae::testing::TempDir tmp;
+  const std::string ckpt = tmp.file("r.ckpt.h5");
+  const std::vector<std::string> names = {"r.ckpt.h5.step5.shard0of2", "r.ckpt.h5.step5.shard1of2",
+                                          "r.ckpt.h5.step5.shard5of20", "r.ckpt.h5.step5.shard1of24",
+                                          "r.ckpt.h5.step4.shard0of2",  "r.ckpt.h5.step50.shard0of2",
+                                          "r.ckpt.h5x.step5.shard0of2", "other.h5"};
+  for (const auto& n : names) std::ofstream(tmp.file(n)) << "x";
+  const ShardSet keep{5, 2};
+  remove_stale_shards(ckpt, &keep);
+  std::vector<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(tmp.path())) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"other.h5", "r.ckpt.h5.step5.shard0of2", "r.ckpt.h5.step5.shard1of2",
+                                            "r.ckpt.h5x.step5.shard0of2"}));
+  remove_checkpoint(ckpt);
+  left.clear();
+  for (const auto& e : std::filesystem::directory_iterator(tmp.path())) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"other.h5", "r.ckpt.h5x.step5.shard0of2"}));
 }
 
 TEST(ExpertParallel, RefusesMoreRanksThanExperts) {
@@ -269,7 +305,7 @@ std::map<std::string, double> heldout_eval(Sae& s) {
   return {{"heldout_mse", st.mse}};
 }
 
-struct Run {
+struct TrainedRun {
   std::unique_ptr<comm::Communicator> ep_comm, replica_comm;
   std::unique_ptr<ExpertParallel> ep;
   std::unique_ptr<DataParallel> replicas;
@@ -282,9 +318,9 @@ struct Run {
 // Expert-parallel over groups of `ep_size` consecutive ranks (also at ep_size 1: an ExpertParallel of one rank);
 // ep_size == 0: the 1-process reference on whole batches, run by every rank alone; -1: plain data parallelism.
 // Collective unless ep_size == 0.
-std::unique_ptr<Run> train(Backend& be, const ModelConfig& mc, int ep_size, int64_t stop_after = -1,
+std::unique_ptr<TrainedRun> train(Backend& be, const ModelConfig& mc, int ep_size, int64_t stop_after = -1,
                            const std::string& ckpt = "") {
-  auto r = std::make_unique<Run>();
+  auto r = std::make_unique<TrainedRun>();
   const TrainConfig tc = train_config();
   const bool reference = ep_size == 0;
   if (ep_size > 0) {
@@ -298,20 +334,19 @@ std::unique_ptr<Run> train(Backend& be, const ModelConfig& mc, int ep_size, int6
   r->sae = make_sae(mc, be, r->ep.get());
   Rng rng(tc.seed);
   r->sae->init(rng);
-  if (r->ep && rank() == 0) r->whole = make_sae(mc, be);
   moesae::testing::SliceSource local(train_data(), kB, reference ? 1 : ranks(), reference ? 0 : rank());
   DataParallelSource source(local, *g_comm);
   DataParallel group(*g_comm);
   Trainer t(tc, *r->sae, reference ? static_cast<BatchSource&>(local) : source);
   if (!reference) t.set_data_parallel(&group);
-  if (r->ep) t.set_expert_parallel(r->ep.get(), r->replicas.get(), r->whole.get());
+  if (r->ep) t.set_expert_parallel(r->ep.get(), r->replicas.get(), [&] { return make_sae(mc, be); });
   t.set_eval_hook(heldout_eval);
   if (!ckpt.empty()) {
     t.set_checkpoint(ckpt, "test_expert_parallel");
     t.resume();
   }
   r->outcome = t.run(stop_after);
-  t.gather_whole_model();
+  r->whole = t.gather_whole_model();
   r->metrics = t.metrics();
   r->eval = t.eval_metrics();
   return r;
@@ -431,9 +466,23 @@ TEST(ExpertParallelTraining, CheckpointResumesExactlyAndInAnotherLayout) {
   auto other = train(*be, mc, -1, -1, copy);  // data parallel: whole parameters from the same file
   EXPECT_TRUE(resumed->outcome.finished);
   EXPECT_EQ(resumed->metrics.column("mse"), straight->metrics.column("mse"));
+  // The other way round: a whole checkpoint (data-parallel) resumed with the experts sharded.
+  const std::string whole_ckpt = dir + "/whole.ckpt.h5";
+  train(*be, mc, -1, 8, whole_ckpt);
+  auto sharded = train(*be, mc, ranks(), -1, whole_ckpt);
+  // A 2-D layout (pairs of expert-parallel ranks; only the first replica writes shards) stops and resumes exactly.
+  std::unique_ptr<TrainedRun> straight2, resumed2;
+  if (ranks() % 2 == 0) {
+    const std::string ckpt2 = dir + "/two.ckpt.h5";
+    straight2 = train(*be, mc, 2);
+    train(*be, mc, 2, 8, ckpt2);
+    resumed2 = train(*be, mc, 2, -1, ckpt2);
+  }
   if (rank() == 0) {
     expect_same_model(*be, resumed->final_model(), straight->final_model(), 0, "resumed");
     expect_same_model(*be, other->final_model(), straight->final_model(), 1e-4, "resumed data-parallel");
+    expect_same_model(*be, sharded->final_model(), straight->final_model(), 1e-4, "whole checkpoint resumed sharded");
+    if (straight2) expect_same_model(*be, resumed2->final_model(), straight2->final_model(), 0, "2-D resumed");
   }
   g_comm->barrier();  // rank 0 removes the directory on return
 }

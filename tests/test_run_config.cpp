@@ -499,5 +499,14 @@ TEST(ParallelLayout, AutomaticExplicitAndInvalid) {
   EXPECT_NE(error_of(layout(2, 0), 2, gated).find("a gated SAE cannot be sharded"), std::string::npos);
   EXPECT_NE(error_of(layout(0, 0), 16, scale).find("needs at least 16 experts"), std::string::npos);
   EXPECT_NE(error_of(layout(16, 0), 16, scale).find("has only 8 experts"), std::string::npos);
+  ModelConfig columns = topk;
+  columns.decoder_norm = DecoderNorm::Column;
+  EXPECT_NE(error_of(layout(2, 0), 2, columns).find("decoder_norm: column cannot shard"), std::string::npos);
+  EXPECT_EQ(error_of(layout(0, 0), 2, columns), "");  // data-parallel: fine
+  // The checkpoint's identity leaves the layout out.
+  RunConfig a = parse_run_config_text(kMinimal), b = parse_run_config_text(std::string(kMinimal) +
+                                                                            "parallel: {expert_parallel: 2}\n");
+  EXPECT_NE(to_yaml(a), to_yaml(b));
+  EXPECT_EQ(checkpoint_identity(a), checkpoint_identity(b));
   EXPECT_EQ(error_of(layout(0, 1), 1, scale), "");
 }

@@ -88,7 +88,13 @@ MpiComm::MpiComm(MPI_Comm parent) {
 std::unique_ptr<Communicator> MpiComm::split(int color, int key) {
   MPI_Comm part = MPI_COMM_NULL;
   check_rc(MPI_Comm_split(comm_, color, key, &part), "comm_split");  // blocking: MPI has no non-blocking split
-  auto c = std::make_unique<MpiComm>(part);
+  std::unique_ptr<MpiComm> c;
+  try {
+    c = std::make_unique<MpiComm>(part);  // a duplicate with the watchdog's error handling
+  } catch (...) {
+    MPI_Comm_free(&part);
+    throw;
+  }
   MPI_Comm_free(&part);
   c->set_timeout(timeout());
   return c;

@@ -32,6 +32,9 @@ ParallelConfig resolve_layout(const ParallelConfig& asked, int ranks, const Mode
   if (l.expert_parallel > 1 && model.arch == Arch::Gated)
     fail("parallel.expert_parallel is ", l.expert_parallel, " but a gated SAE cannot be sharded (expert parallelism "
          "is for switch and scale SAEs, and the dictionary of a topk SAE)");
+  if (l.expert_parallel > 1 && !moe && model.decoder_norm == DecoderNorm::Column)
+    fail("parallel.expert_parallel is ", l.expert_parallel, " but a topk SAE with decoder_norm: column cannot shard "
+         "its dictionary (the column norms span every latent); use decoder_norm: row or data parallelism");
   if (l.expert_parallel > experts)
     fail("parallel.expert_parallel is ", l.expert_parallel, " but the model has only ", experts,
          moe ? " experts" : " latents");

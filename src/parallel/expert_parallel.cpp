@@ -1,6 +1,7 @@
 #include "parallel/expert_parallel.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/log.h"
@@ -172,6 +173,9 @@ std::vector<int32_t> ExpertParallel::keep(const Tensor& scores, const Tensor& id
   lists.participants.resize(M);
   lists.vals.assign(hs.host<float>(), hs.host<float>() + M * K);
   lists.ids.assign(hi.host<int32_t>(), hi.host<int32_t>() + M * K);
+  for (const float v : lists.vals)
+    if (!std::isfinite(v))
+      fail("training diverged: a latent's selection score is ", v, " (try a lower train.lr)");
   for (int64_t m = 0; m < M; ++m) {
     lists.token[m] = (int64_t(recv_source_[m]) << 32) | int64_t(uint32_t(recv_row_[m]));
     lists.home[m] = recv_source_[m];
@@ -202,7 +206,9 @@ void ExpertParallel::combine(const Tensor& partial, const Tensor& ids, const Ten
   Timer t;
   const int64_t M = recv_total_, K = ids.cols(), d = d_, B = origin_rows_;
   MOESAE_CHECK(partial.rows() == M && partial.cols() == d && ids.rows() == M && vals.rows() == M &&
-                   scores.rows() == M && out.rows() == B && code_ids.rows() == B && code_ids.cols() == K,
+                   vals.cols() == K && scores.rows() == M && scores.cols() == K && out.rows() == B &&
+                   out.cols() == d && code_ids.rows() == B && code_ids.cols() == K && code_vals.rows() == B &&
+                   code_vals.cols() == K,
                "combine: shapes do not match the dispatch");
   const Tensor hp = host_copy(be_, partial), hi = host_copy(be_, ids), hv = host_copy(be_, vals),
                hs = host_copy(be_, scores);

@@ -639,4 +639,10 @@ std::string to_yaml(const RunConfig& c) {
   return std::string(out.c_str()) + "\n";
 }
 
+std::string checkpoint_identity(const RunConfig& c) {
+  RunConfig without = c;
+  without.parallel = ParallelConfig{};
+  return to_yaml(without);
+}
+
 }  // namespace moesae

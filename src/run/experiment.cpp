@@ -891,7 +891,7 @@ RunStatus run_status(const ExperimentRun& r) {
       RunConfig stored = parse_run_config_text(checkpoint_config(ckpt), {}, ckpt);
       RunConfig wanted = r.config;
       stored.model.d = wanted.model.d = 0;
-      s.checkpoint_stale = to_yaml(stored) != to_yaml(wanted);
+      s.checkpoint_stale = checkpoint_identity(stored) != checkpoint_identity(wanted);
     } catch (const Error&) {  // replaced while we read it, or not a checkpoint
     }
   }

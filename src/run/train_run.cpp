@@ -125,12 +125,12 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
     spdlog::warn("train.batch_size {} exceeds the {} training rows of '{}'{}: batches repeat rows within an epoch",
                  config.train.batch_size / ranks, stream.train_rows().size(), config.data.path,
                  ranks > 1 ? " (this rank's share and shard)" : "");
-  const std::string yaml = to_yaml(config);
+  const std::string yaml = to_yaml(config), ckpt_yaml = checkpoint_identity(config);  // the record's, the checkpoint's
   const std::string ckpt = checkpoint_path_for(opt.out);
   if (auto dir = std::filesystem::path(opt.out).parent_path(); !dir.empty()) std::filesystem::create_directories(dir);
   if (opt.restart && rank == 0) remove_checkpoint(ckpt);  // and its shard files
   comm->barrier();  // every rank sees the same checkpoint (or none)
-  if (std::filesystem::exists(ckpt)) check_resumable(ckpt, yaml);
+  if (std::filesystem::exists(ckpt)) check_resumable(ckpt, ckpt_yaml);
 
   check_lm_eval_files(config.lm);  // before training, not after
 
@@ -159,15 +159,15 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   auto sae = make_sae(config.model, *be, ep.get());
   Rng rng(config.train.seed);
   sae->init(rng);
-  // Under expert parallelism rank 0 evaluates and writes the record from the whole model, gathered into this one.
-  std::unique_ptr<Sae> whole = ep && rank == 0 ? make_sae(config.model, *be) : nullptr;
   StreamBatchSource local_source(stream);
   DataParallelSource source(local_source, *comm);
   DataParallel dp(*comm);
   Trainer trainer(config.train, *sae, source);
   if (ranks > 1) trainer.set_data_parallel(&dp);
-  if (ep) trainer.set_expert_parallel(ep.get(), replicas.get(), whole.get());
-  trainer.set_checkpoint(ckpt, yaml);
+  // Under expert parallelism rank 0 evaluates and writes the record from the whole model, gathered into a model
+  // built for the occasion.
+  if (ep) trainer.set_expert_parallel(ep.get(), replicas.get(), [&] { return make_sae(config.model, *be); });
+  trainer.set_checkpoint(ckpt, ckpt_yaml);
   std::unique_ptr<Tensor> truth;
   if (has_ground_truth(config.data.path)) truth = std::make_unique<Tensor>(read_ground_truth(config.data.path));
   trainer.set_eval_hook([&](Sae& s) {
@@ -191,7 +191,7 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   result.steps_done = outcome.steps_done;
   result.seconds = outcome.seconds;
   if (!outcome.finished) return result;
-  trainer.gather_whole_model();  // expert parallelism: the whole model to rank 0 (collective)
+  std::unique_ptr<Sae> whole = trainer.gather_whole_model();  // expert parallelism: to rank 0 (collective)
   if (rank > 0) {  // rank 0 evaluates and writes the record (data parallelism: the replicas are identical)
     dp.wait_for_rank0();
     result.finished = true;

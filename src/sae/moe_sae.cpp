@@ -40,6 +40,7 @@ MoeSae::MoeSae(const ModelConfig& config, Backend& backend, ExpertExchange* exch
 void MoeSae::init(Rng& rng) {
   router_.init(rng);
   init_encoder_and_tied_decoder(*w_enc_, *w_dec_, rng);
+  if (a_ref_) init_identity(be_, a_ref_->value);  // the reference code's A starts at I
   if (a_lp_) {  // start at the paper's mean low-pass: every row of A_LP,i = mean row of W_i
     for (int i = 0; i < el_; ++i) {
       Tensor mean = be_.empty_vector(cfg_.d);

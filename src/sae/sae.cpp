@@ -90,12 +90,9 @@ void Sae::init_encoder_and_tied_decoder(Param& w_enc, Param& w_dec, Rng& rng) {
   if (!w_enc.sharded()) {
     init_uniform_fan_in(be_, w_enc.value, cfg_.d, rng);
     be_.copy(w_enc.value, w_dec.value);
-  } else {  // draw the whole encoder (the same numbers at every rank count), keep this rank's rows
-    Tensor full = be_.empty(w_enc.full_rows, cfg_.d);
-    init_uniform_fan_in(be_, full, cfg_.d, rng);
-    const Tensor mine = full.row_range(w_enc.shard_first, w_enc.shard_first + w_enc.value.rows());
-    be_.copy(mine, w_enc.value);
-    be_.copy(mine, w_dec.value);
+  } else {  // this rank's rows of the whole encoder's draw (the same numbers at every rank count)
+    init_uniform_fan_in_rows(be_, w_enc.value, cfg_.d, w_enc.shard_first, w_enc.full_rows, rng);
+    be_.copy(w_enc.value, w_dec.value);
   }
   apply_decoder_constraint();
 }

@@ -68,7 +68,8 @@ class Sae {
 
   const Tensor& reconstruction() const { return x_hat_; }
   const SparseCode& code() const { return code_; }
-  // Decoder W_dec [F, d] in global latent order (row j = latent j's direction).
+  // Decoder W_dec [F, d] in global latent order (row j = latent j's direction); under expert parallelism this
+  // rank's rows only (Param::shard_first).
   Tensor decoder() { return params_.get("W_dec").value; }
   // omega per expert (Feature Scaling), empty when the model has none.
   std::vector<float> omega();

@@ -130,10 +130,11 @@ std::vector<std::pair<std::filesystem::path, int64_t>> shard_files(const std::st
 }  // namespace
 
 void remove_stale_shards(const std::string& path, const ShardSet* keep) {
+  std::vector<std::string> kept;
+  if (keep)
+    for (int i = 0; i < keep->count; ++i) kept.push_back(std::filesystem::path(shard_path(path, *keep, i)).filename());
   for (const auto& [file, step] : shard_files(path)) {
-    if (keep && step == keep->step && file.filename().string().find("of" + std::to_string(keep->count)) !=
-                                          std::string::npos)
-      continue;
+    if (std::find(kept.begin(), kept.end(), file.filename().string()) != kept.end()) continue;
     std::error_code ec;
     std::filesystem::remove(file, ec);
   }

@@ -50,22 +50,27 @@ void Trainer::set_data_parallel(DataParallel* dp) {
   sae_.set_batch_group(dp && P > 1 ? dp : nullptr);
 }
 
-void Trainer::set_expert_parallel(ExpertParallel* ep, DataParallel* replicas, Sae* whole) {
+void Trainer::set_expert_parallel(ExpertParallel* ep, DataParallel* replicas, WholeModelFactory make_whole) {
   if (ep && !dp_) fail("expert parallelism needs the data-parallel group of all ranks (set_data_parallel first)");
-  if (ep && whole && dp_->rank() != 0)
-    fail("expert parallelism: the whole model for evaluation belongs to rank 0 only");
   if (ep && dp_->size() != ep->communicator().size() * (replicas ? replicas->size() : 1))
     fail("expert parallelism: ", ep->communicator().size(), " expert-parallel ranks x ",
          replicas ? replicas->size() : 1, " replicas is not the ", dp_->size(), " ranks");
   ep_ = ep;
   replicas_ = replicas;
-  whole_ = whole;
+  make_whole_ = std::move(make_whole);
 }
 
-void Trainer::gather_whole_model() {
-  if (!ep_) return;
-  gather_model(ep_->communicator(), sae_.params(), sae_.backend(), whole_ ? &whole_->params() : nullptr,
-               whole_ ? &whole_->backend() : nullptr);
+std::unique_ptr<Sae> Trainer::gather_whole_model() {
+  if (!ep_) return nullptr;
+  if (replicas_ && replicas_->rank() != 0) return nullptr;  // the first replica's experts are gathered
+  std::unique_ptr<Sae> whole;
+  if (dp_->rank() == 0) {
+    if (!make_whole_) fail("expert parallelism: no way to build the whole model on rank 0 (set_expert_parallel)");
+    whole = make_whole_();
+  }
+  gather_model(ep_->communicator(), sae_.params(), sae_.backend(), whole ? &whole->params() : nullptr,
+               whole ? &whole->backend() : nullptr);
+  return whole;
 }
 
 void Trainer::set_checkpoint(const std::string& path, const std::string& config_yaml) {
@@ -125,7 +130,7 @@ TrainOutcome Trainer::run(int64_t stop_after) {
   IntervalSums& acc = state_.interval;  // running sums over the logging interval (checkpointed with the state)
   const int64_t first = state_.step;
   if (dp_) sae_.set_batch_group(dp_->size() > 1 ? dp_ : nullptr);  // cleared again when run() returns
-  if (ep_ && eval_hook_ && cfg_.eval_every > 0 && dp_->rank() == 0 && !whole_)
+  if (ep_ && eval_hook_ && cfg_.eval_every > 0 && dp_->rank() == 0 && !make_whole_)
     fail("expert parallelism: periodic evaluation needs the whole model on rank 0 (set_expert_parallel)");
 
   while (state_.step < cfg_.steps) {
@@ -204,10 +209,10 @@ TrainOutcome Trainer::run(int64_t stop_after) {
       interval.reset();
     }
     const bool evaluate = eval_hook_ && cfg_.eval_every > 0 && state_.step % cfg_.eval_every == 0 && !last;
-    if (evaluate && ep_) gather_whole_model();
+    std::unique_ptr<Sae> whole = evaluate ? gather_whole_model() : nullptr;  // expert parallelism only
     if (evaluate && (!dp_ || dp_->rank() == 0)) {
       if (dp_) sae_.set_batch_group(nullptr);  // rank 0 evaluates alone: the statistics of its own batches
-      auto row = eval_hook_(ep_ ? *whole_ : sae_);
+      auto row = eval_hook_(whole ? *whole : sae_);
       if (dp_) sae_.set_batch_group(dp_->size() > 1 ? dp_ : nullptr);
       row["step"] = double(state_.step);
       state_.eval_metrics.add_row(row);

@@ -42,12 +42,14 @@ class Trainer {
   // its share of the batch, and the batch statistics stay the whole job's). The model's experts are sharded over
   // ep's ranks; `replicas` (nullptr: none) groups the ranks that hold the same experts in a 2-D layout. The
   // replicated parameters' gradients are all-reduced over all ranks, the sharded ones over `replicas`; the gradient
-  // norm is the whole model's; checkpoints hold the whole model (gathered to rank 0); the evaluation hook runs on
-  // rank 0 on `whole`, an unsharded model of the same configuration (nullptr on every other rank, and may be on
-  // rank 0 when nothing evaluates), into which the parameters are gathered first.
-  void set_expert_parallel(ExpertParallel* ep, DataParallel* replicas, Sae* whole);
-  // Gathers the sharded model's parameters into `whole` on rank 0 (collective); no-op without expert parallelism.
-  void gather_whole_model();
+  // norm is the whole model's; checkpoints are sharded (train/checkpoint.h). The evaluation hook runs on rank 0 on
+  // a whole (unsharded) model that `make_whole` builds there for the occasion (it may be empty on other ranks, and
+  // on rank 0 when nothing evaluates), into which every rank's parameters are gathered.
+  using WholeModelFactory = std::function<std::unique_ptr<Sae>()>;
+  void set_expert_parallel(ExpertParallel* ep, DataParallel* replicas, WholeModelFactory make_whole);
+  // Collective: the whole model, gathered, on rank 0 (nullptr on the other ranks). Without expert parallelism:
+  // nullptr everywhere (the trained model is whole).
+  std::unique_ptr<Sae> gather_whole_model();
   // Loads the checkpoint if its file exists; returns whether it did.
   bool resume_if_present();
   // resume_if_present(), and under data parallelism a check that every rank resumed at the same step.
@@ -73,7 +75,7 @@ class Trainer {
   DataParallel* dp_ = nullptr;
   ExpertParallel* ep_ = nullptr;
   DataParallel* replicas_ = nullptr;
-  Sae* whole_ = nullptr;
+  WholeModelFactory make_whole_;
   double base_lr_;
 };
 

@@ -11,6 +11,7 @@
 #     same checkpoint (copied with its shards) resumed at 2 ranks and on one process (resharded); no files left;
 #  4. a 2 x 2 layout at 4 ranks (parallel.expert_parallel: 2) near the data-parallel run of the same rows; a TopK
 #     SAE's dictionary sharded over 3 ranks (AuxK active) near its data-parallel run;
+#     its checkpoint resumed data-parallel;
 #  5. bad layouts, each one error line and a non-zero exit: expert_parallel that does not divide the ranks,
 #     expert parallelism of a Gated SAE, more ranks than experts;
 #  6. `mpirun -np 2 moesae run` of a grid with a TopK run (data-parallel) and a Scale run (expert-parallel);
@@ -143,6 +144,12 @@ msg="$(compare tk.h5 tkd.h5 1e-3)" || fail "the sharded TopK dictionary differs 
 /usr/bin/python3 -c 'import h5py,sys; f=h5py.File("tk.h5","r"); sys.exit(0 if max(f["metrics/auxk"][()]) > 0 else 1)' ||
   fail "AuxK never ran in the sharded TopK run (no dead latents)"
 echo "TopK, dictionary of 200 latents over 3 ranks (AuxK active) vs data-parallel at 3 ranks: $msg"
+train 3 tks1.log -o tks.h5 "${topk[@]}" --set parallel.expert_parallel=3 --stop-after 30 ||
+  { show tks1.log; fail "sharded TopK, --stop-after 30"; }
+train 3 tks2.log -o tks.h5 "${topk[@]}" || { show tks2.log; fail "resuming the sharded TopK data-parallel"; }
+grep -q "resumed from 'tks.h5.ckpt.h5' at step 30/60" tks2.log && grep -q 'data-parallel over 3 ranks' tks2.log ||
+  { show tks2.log; fail "the sharded TopK checkpoint did not resume data-parallel"; }
+echo "the sharded TopK's checkpoint resumed data-parallel (the layout is not part of a checkpoint's identity)"
 
 # ---- 5. bad layouts -------------------------------------------------------------------------------------------------------
 bad() {  # <ranks> <expected error> <--set ...>
