@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda/cuda_backend.h"
 #include "comm/communicator.h"
 #include "core/rng.h"
 #include "parallel/data_parallel.h"
@@ -61,8 +62,8 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
 }
 
 // The rows [first, first + rows) of a whole parameter (vectors: elements), as the sharded model holds them.
-void load_slice(Backend& be, const Param& whole, Param& shard) {
-  Tensor h = be.to_host(whole.value);
+void load_slice(Backend& from, const Param& whole, Backend& be, Param& shard) {
+  Tensor h = from.to_host(whole.value);
   const int64_t w = shard.row_elems(), n = shard.value.numel();
   Tensor part = shard.value.rank() == 1 ? host_vector(n) : host_tensor(shard.value.rows(), w);
   std::memcpy(part.host<float>(), h.host<float>() + shard.shard_first * w, size_t(n) * 4);
@@ -110,10 +111,13 @@ std::vector<Variant> variants() {
 
 // ---- one forward and backward step ----------------------------------------------------------------------------
 
-void check_step(const Variant& v) {
+// The reference on the CPU; the expert-parallel model on `device` (nullptr: the CPU too), where GEMMs may round
+// differently: then `tol` is looser and a near-tie may select another latent (`min_same` of the selections equal).
+void check_step(const Variant& v, Backend* device = nullptr, double tol = kTol, double min_same = 1.0) {
   SCOPED_TRACE(v.name);
   const ModelConfig& mc = v.model;
   auto be = make_cpu_backend(1);
+  Backend& xb = device ? *device : *be;
   auto ref = make_sae(mc, *be);
   Rng rng(11);
   ref->init(rng);
@@ -129,33 +133,33 @@ void check_step(const Variant& v) {
     be->upload(h, fired.value);
   }
 
-  ExpertParallel ep(*g_comm, *be, mc);
-  auto sae = make_sae(mc, *be, &ep);
+  ExpertParallel ep(*g_comm, xb, mc);
+  auto sae = make_sae(mc, xb, &ep);
   DataParallel group(*g_comm);
   if (ranks() > 1) sae->set_batch_group(&group);
-  for (Param* p : sae->params().all()) load_slice(*be, ref->params().get(p->name), *p);
+  for (Param* p : sae->params().all()) load_slice(*be, ref->params().get(p->name), xb, *p);
 
   const Tensor xg = global_batch(3);
   SaeStats want = ref->forward(be->from_host(xg), true);
   ref->zero_grad();
   ref->backward();
-  SaeStats got = sae->forward(be->from_host(my_rows(xg)), true);
+  SaeStats got = sae->forward(xb.from_host(my_rows(xg)), true);
   got = group.reduce_stats(got, kD);
   sae->zero_grad();
   sae->backward();
-  group.all_reduce_gradients(sae->params(), *be, DataParallel::Which::Replicated);
+  group.all_reduce_gradients(sae->params(), xb, DataParallel::Which::Replicated);
   // Collectives first: every sharded gradient and value, whole, on rank 0.
   std::vector<std::pair<std::string, Tensor>> whole_grads;
-  for (Param* p : sae->params().trainable()) whole_grads.push_back({p->name, gather_whole(*g_comm, *be, *p, p->grad)});
+  for (Param* p : sae->params().trainable()) whole_grads.push_back({p->name, gather_whole(*g_comm, xb, *p, p->grad)});
   const int64_t served = ep.served();
   int64_t served_total = served;
   g_comm->all_reduce(&served_total, 1, comm::ReduceOp::Sum);
 
-  EXPECT_NEAR(got.loss, want.loss, kTol * std::fabs(want.loss));
-  EXPECT_NEAR(got.mse, want.mse, kTol * std::fabs(want.mse));
-  EXPECT_NEAR(got.lb, want.lb, kTol * std::fabs(want.lb));
-  EXPECT_NEAR(got.l0, want.l0, 1e-9);
-  EXPECT_NEAR(got.aux, want.aux, kTol * std::fabs(want.aux));
+  EXPECT_NEAR(got.loss, want.loss, tol * std::fabs(want.loss));
+  EXPECT_NEAR(got.mse, want.mse, tol * std::fabs(want.mse));
+  EXPECT_NEAR(got.lb, want.lb, tol * std::fabs(want.lb));
+  EXPECT_NEAR(got.l0, want.l0, min_same < 1 ? 0.05 : 1e-9);
+  EXPECT_NEAR(got.aux, want.aux, tol * std::fabs(want.aux));
   if (mc.arch == Arch::TopK) {
     EXPECT_GT(want.aux, 0.0) << "AuxK did not run";
     EXPECT_EQ(served_total, kB * ranks()) << "every token visits every block of the dictionary";
@@ -167,30 +171,42 @@ void check_step(const Variant& v) {
   // This rank's tokens: reconstruction and code (ids and values, in Top-K order).
   const int64_t b = kB / ranks(), r0 = rank() * b;
   const std::vector<float> xhat_ref = floats(*be, ref->reconstruction());
-  expect_close(floats(*be, sae->reconstruction()),
-               std::vector<float>(xhat_ref.begin() + r0 * kD, xhat_ref.begin() + (r0 + b) * kD), kTol, "x_hat");
-  const std::vector<int32_t> ids_ref = ints(*be, ref->code().ids), ids = ints(*be, sae->code().ids);
-  const std::vector<float> vals_ref = floats(*be, ref->code().vals), vals = floats(*be, sae->code().vals);
+  expect_close(floats(xb, sae->reconstruction()),
+               std::vector<float>(xhat_ref.begin() + r0 * kD, xhat_ref.begin() + (r0 + b) * kD), tol, "x_hat");
+  const std::vector<int32_t> ids_ref = ints(*be, ref->code().ids), ids = ints(xb, sae->code().ids);
+  const std::vector<float> vals_ref = floats(*be, ref->code().vals), vals = floats(xb, sae->code().vals);
   ASSERT_EQ(ids.size(), size_t(b * kK));
   size_t same = 0;
   for (int64_t i = 0; i < b * kK; ++i) {
-    same += ids[i] == ids_ref[r0 * kK + i];
-    EXPECT_NEAR(vals[i], vals_ref[r0 * kK + i], 1e-4 * (1 + std::fabs(vals_ref[r0 * kK + i])));
+    const bool eq = ids[i] == ids_ref[r0 * kK + i];
+    same += eq;
+    if (eq) EXPECT_NEAR(vals[i], vals_ref[r0 * kK + i], 1e-4 * (1 + std::fabs(vals_ref[r0 * kK + i])));
   }
-  EXPECT_EQ(same, size_t(b * kK)) << "selected latents differ from the 1-process Top-K";
+  EXPECT_GE(double(same), min_same * double(b * kK)) << "selected latents differ from the 1-process Top-K";
 
   // Gradients: replicated ones (all-reduced) on every rank; sharded ones whole on rank 0.
   for (auto& [name, whole] : whole_grads) {
     const std::vector<float> want_g = floats(*be, ref->params().get(name).grad);
     if (rank() == 0) expect_close(std::vector<float>(whole.host<float>(), whole.host<float>() + whole.numel()),
-                                  want_g, kTol, "grad " + name);
+                                  want_g, min_same < 1 ? 20 * tol : tol, "grad " + name);
     Param& p = sae->params().get(name);
-    if (!p.sharded()) expect_close(floats(*be, p.grad), want_g, kTol, "grad " + name + " (replicated)");
+    if (!p.sharded()) expect_close(floats(xb, p.grad), want_g, min_same < 1 ? 20 * tol : tol, "grad " + name + " (replicated)");
   }
 }
 
 TEST(ExpertParallel, OneStepMatchesOneProcess) {
   for (const Variant& v : variants()) check_step(v);
+}
+
+// The same with the expert-parallel model on the CUDA backend (exchanges staged through the host), against the
+// CPU reference. Skipped where no GPU is visible (every rank sees the same machine's answer).
+TEST(ExpertParallel, OneStepOnCudaMatchesOneProcessOnCpu) {
+  std::string why;
+  if (!cuda_backend_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+  BackendOptions o;
+  o.kind = BackendKind::Cuda;
+  auto cuda = make_backend(o);
+  for (const Variant& v : variants()) check_step(v, cuda.get(), 1e-4, 0.98);
 }
 
 // ---- the partition and the initialisation ---------------------------------------------------------------------
