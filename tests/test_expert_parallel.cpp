@@ -73,6 +73,9 @@ void load_slice(Backend& from, const Param& whole, Backend& be, Param& shard) {
 struct Variant {
   std::string name;
   ModelConfig model;
+  // b_g value of experts 0 and 1 (router_bias): a large one routes every token there, so that the ranks holding
+  // other experts serve no token at all. 0: random like the other parameters.
+  float hot_router_bias = 0;
 };
 
 ModelConfig scale(int E, int e, FeatureScaling fs) {
@@ -97,6 +100,9 @@ std::vector<Variant> variants() {
   ModelConfig small = scale(4, 4, FeatureScaling::Mean);  // every token on every rank (e = E)
   small.dict_size = 4 * 4;                                 // n = 4: a rank may hold fewer than k candidates
   v.push_back({"scale E4 e4 n4 (fewer than k candidates per rank)", small});
+  ModelConfig hot = scale(8, 2, FeatureScaling::Mean);
+  hot.router_bias = true;
+  v.push_back({"scale E8 e2, every token routed to experts 0 and 1 (the other ranks serve none)", hot, 50.f});
   // A TopK SAE's dictionary in one block per rank (uneven at 3 ranks), with AuxK over the dead latents.
   v.push_back({"topk F128 (dictionary sharded), AuxK", moesae::testing::family_config(Arch::TopK, kD, 128, kK, 1, 1, kB)});
   ModelConfig t = moesae::testing::family_config(Arch::TopK, kD, 100, kK, 1, 1, kB);
@@ -126,6 +132,12 @@ void check_step(const Variant& v, Backend* device = nullptr, double tol = kTol, 
   for (Param* p : ref->params().trainable())
     moesae::testing::randomize(*be, p->value, ++seed, p->name == "omega" ? 0.5 : 0.3);
   ref->apply_decoder_constraint();
+  if (v.hot_router_bias != 0) {
+    Param& bg = ref->params().get("b_g");
+    Tensor h = be->to_host(bg.value);
+    h.host<float>()[0] = h.host<float>()[1] = v.hot_router_bias;
+    be->upload(h, bg.value);
+  }
   {  // every third latent dead (AuxK works on those)
     Param& fired = ref->params().get("tokens_since_fired");
     Tensor h = be->to_host(fired.value);
@@ -167,6 +179,8 @@ void check_step(const Variant& v, Backend* device = nullptr, double tol = kTol, 
     EXPECT_GE(served_total, kB);
     EXPECT_LE(served_total, kB * std::min(ranks(), mc.active_experts));
   }
+  if (v.hot_router_bias != 0)  // experts 0 and 1 live on rank 0 at every rank count here (E = 8, P <= 4)
+    EXPECT_EQ(served, rank() == 0 ? kB : 0) << "rank " << rank() << " served " << served << " tokens";
 
   // This rank's tokens: reconstruction and code (ids and values, in Top-K order).
   const int64_t b = kB / ranks(), r0 = rank() * b;
