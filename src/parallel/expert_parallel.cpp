@@ -71,10 +71,6 @@ std::vector<T> ExpertParallel::exchange(const std::vector<T>& packed, int64_t wi
   return recv;
 }
 
-std::vector<float> ExpertParallel::send_rows(const std::vector<float>& packed, int64_t width, bool reverse) {
-  return exchange(packed, width, reverse);
-}
-
 std::vector<float> ExpertParallel::pack_origin(const Tensor& t) {
   MOESAE_CHECK(t.rows() == origin_rows_, "expert parallelism: ", t.rows(), " rows, the dispatch had ", origin_rows_);
   const Tensor h = host_copy(be_, t);
@@ -106,11 +102,10 @@ DispatchedTokens ExpertParallel::dispatch(const Tensor& u, const Tensor& experts
       MOESAE_CHECK(x >= 0 && x < experts_, "dispatch: token ", b, " routed to expert ", x, " of ", experts_);
       dest[s] = owner(x);
     }
-    std::vector<int> uniq(dest);
-    std::sort(uniq.begin(), uniq.end());
-    uniq.erase(std::unique(uniq.begin(), uniq.end()), uniq.end());
-    participants[b] = int32_t(uniq.size());
-    for (int q : uniq) to_rank_[q].push_back(int32_t(b));
+    std::sort(dest.begin(), dest.end());  // the token's ranks, each once
+    const auto end = std::unique(dest.begin(), dest.end());
+    participants[b] = int32_t(end - dest.begin());
+    for (auto q = dest.begin(); q != end; ++q) to_rank_[*q].push_back(int32_t(b));
   }
   send_counts_.assign(P, 0);
   for (int q = 0; q < P; ++q) send_counts_[q] = int64_t(to_rank_[q].size());
@@ -221,7 +216,7 @@ void ExpertParallel::combine(const Tensor& partial, const Tensor& ids, const Ten
     std::memcpy(&fsend[m * fw + d + K], hs.host<float>() + m * K, size_t(K) * 4);
   }
   const std::vector<int32_t> isend(hi.host<int32_t>(), hi.host<int32_t>() + M * K);
-  const std::vector<float> frecv = send_rows(fsend, fw, true);
+  const std::vector<float> frecv = exchange(fsend, fw, true);
   const std::vector<int32_t> irecv = exchange(isend, K, true);
   sum_returned(frecv, fw, 0, d, out);
   // The code: every rank's kept entries of the token, merged under the total order.
@@ -255,7 +250,7 @@ void ExpertParallel::combine(const Tensor& partial, const Tensor& ids, const Ten
 Tensor ExpertParallel::dispatch_rows(const Tensor& rows) {
   Timer t;
   const int64_t w = rows.cols();
-  const std::vector<float> recv = send_rows(pack_origin(rows), w, false);
+  const std::vector<float> recv = exchange(pack_origin(rows), w, false);
   Tensor h = host_tensor(recv_total_, w);
   if (!recv.empty()) std::memcpy(h.host<float>(), recv.data(), recv.size() * 4);
   Tensor out = be_.from_host(h);
@@ -275,7 +270,7 @@ void ExpertParallel::combine_backward(const Tensor& du, const Tensor& dweights, 
     std::memcpy(&fsend[m * fw], hu.host<float>() + m * d, size_t(d) * 4);
     std::memcpy(&fsend[m * fw + d], hw.host<float>() + m * e, size_t(e) * 4);
   }
-  const std::vector<float> back = send_rows(fsend, fw, true);
+  const std::vector<float> back = exchange(fsend, fw, true);
   sum_returned(back, fw, 0, d, out_du);
   sum_returned(back, fw, d, e, out_dweights);
   comm_seconds_ += t.seconds();

@@ -52,9 +52,8 @@ class ExpertParallel final : public ExpertExchange {
   int64_t served() const { return recv_total_; }
 
  private:
-  // Float rows [n, width] from the origin side to the serving side (forward) or back (reverse); returns the
-  // received rows packed in source-rank order.
-  std::vector<float> send_rows(const std::vector<float>& packed, int64_t width, bool reverse);
+  // Rows [n, width] from the origin side to the serving side (forward) or back (reverse), in the step's routes;
+  // returns the received rows packed in source-rank order.
   template <typename T>
   std::vector<T> exchange(const std::vector<T>& packed, int64_t width, bool reverse);
   // The rows of origin tensor `t` [B, w] in dispatch order (by destination rank, then token).

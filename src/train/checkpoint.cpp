@@ -170,7 +170,7 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& conf
   adam.set_steps_taken(f.attr_int("/", "adam_step"));
   st.data_cursor = f.read_u64("/data_cursor");
   // Shard files (a sharded checkpoint): each covers some rows of every sharded parameter.
-  std::vector<std::unique_ptr<h5::File>> shard_files;
+  std::vector<std::unique_ptr<h5::File>> shards;
   if (f.has_attr("/", "shard_count")) {
     const ShardSet set{f.attr_int("/", "shard_step"), int(f.attr_int("/", "shard_count"))};
     for (int i = 0; i < set.count; ++i) {
@@ -178,7 +178,7 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& conf
       if (!std::filesystem::exists(sp))
         fail("checkpoint '", path, "' is missing its shard file '", sp, "' (", set.count, " shards of step ", set.step,
              "); move or copy a checkpoint together with its PATH.step*.shard* files");
-      shard_files.push_back(std::make_unique<h5::File>(sp, h5::File::Mode::Read));
+      shards.push_back(std::make_unique<h5::File>(sp, h5::File::Mode::Read));
     }
   }
   // A whole parameter is in the manifest; a sharded one (in the file, or in this model) is assembled row by row.
@@ -193,9 +193,9 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& conf
       h = whole.reshape(p.global_rows(), w).row_range(first, first + rows);
     } else {
       h = host_tensor(rows, w);
-      if (shard_files.empty()) fail("checkpoint '", path, "' has no ", dset);
+      if (shards.empty()) fail("checkpoint '", path, "' has no ", dset);
       int64_t covered = 0;
-      for (const auto& sf : shard_files) {
+      for (const auto& sf : shards) {
         if (!sf->exists(dset)) fail("checkpoint shard '", sf->path(), "' has no ", dset);
         const int64_t s0 = sf->attr_int(dset, "first_row"), sn = sf->shape(dset)[0];
         if (sf->attr_int(dset, "full_rows") != p.global_rows() || sf->shape(dset).size() != 2 || sf->shape(dset)[1] != w)

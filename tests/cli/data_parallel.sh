@@ -106,20 +106,7 @@ echo "batch_size 100 at 3 ranks: '$(grep -m1 '^error:' b.log)' ($(grep -c '^erro
 # ---- 5. kill -9 of one rank mid-training --------------------------------------------------------------------------------
 # ---- 5. moesae run (an experiment file) at 2 ranks -------------------------------------------------------------------
 t0=$SECONDS
-cat > grid.yaml <<EOF2
-name: dpgrid
-out: $tmp/dpgrid
-base:
-  data: {path: $tmp/acts.h5, eval_tokens: 1000}
-  model: {k: 4}
-  train: {steps: 20, batch_size: 96, lr: 1e-3, log_every: 10}
-  parallel: {expert_parallel: 1}
-runs:
-  - name: topk
-    model: {arch: topk, dict_size: 64}
-  - name: scale
-    model: {arch: scale, dict_size: 256, experts: 8, active_experts: 2, feature_scaling: mean}
-EOF2
+two_run_grid dpgrid "parallel: {expert_parallel: 1}"
 rc=0
 timeout 120 mpirun -np 2 "$moesae" run grid.yaml > grid1.log 2>&1 || rc=$?
 [[ $rc -eq 0 ]] || { show grid1.log; fail "moesae run at 2 ranks: rc $rc"; }

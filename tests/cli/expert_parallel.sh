@@ -168,19 +168,7 @@ bad 4 "expert parallelism over 4 ranks needs at least 4 experts" --set model.exp
   --set model.active_experts=1
 
 # ---- 6. moesae run at 2 ranks: one data-parallel run, one expert-parallel run ------------------------------------------
-cat > grid.yaml <<EOF2
-name: epgrid
-out: $tmp/epgrid
-base:
-  data: {path: $tmp/acts.h5, eval_tokens: 1000}
-  model: {k: 4}
-  train: {steps: 20, batch_size: 96, lr: 1e-3, log_every: 10}
-runs:
-  - name: topk
-    model: {arch: topk, dict_size: 64}
-  - name: scale
-    model: {arch: scale, dict_size: 256, experts: 8, active_experts: 2, feature_scaling: mean}
-EOF2
+two_run_grid epgrid
 rc=0
 timeout 120 mpirun -np 2 "$moesae" run grid.yaml > grid.log 2>&1 || rc=$?
 [[ $rc -eq 0 && -f epgrid/topk.h5 && -f epgrid/scale.h5 ]] || { show grid.log; fail "moesae run at 2 ranks: rc $rc"; }

@@ -6,6 +6,8 @@
 #   gtest_at_ranks BIN NAME N...        the MPI GoogleTest binary BIN (tests/mpi_gtest.h) at each rank count N; its
 #                                       verdict line "NAME: N ranks: all tests passed on every rank" is required
 #   train N LOG [ARGS...]               `moesae train $tmp/cfg.yaml ARGS` at N ranks into LOG; mpirun's status
+#   two_run_grid NAME [LINE...]         grid.yaml: a TopK and a Scale run (20 steps on $tmp/acts.h5), out $tmp/NAME,
+#                                       LINEs added to its base (e.g. "parallel: {expert_parallel: 1}")
 #   kill_rank LABEL WATCHDOG [OPTS...]  kill -9 of rank 1 of a long `moesae train $tmp/cfg.yaml` at 3 ranks
 #                                       (mpirun options OPTS); mpirun must exit non-zero within 40 s with no process
 #                                       left; WATCHDOG=1: the collective timeout must be what ended it
@@ -31,6 +33,19 @@ show() { echo "---- $1"; tail -n 40 "$1"; }
 train() {  # <ranks> <log> <args...>: moesae train under mpirun; returns mpirun's status
   local n="$1" log="$2"; shift 2
   timeout 60 mpirun -np "$n" "$moesae" train "$tmp/cfg.yaml" "$@" > "$log" 2>&1
+}
+
+two_run_grid() {  # <name> [base line...]: grid.yaml with a TopK and a Scale run of 20 steps on $tmp/acts.h5
+  local name="$1"; shift
+  {
+    printf 'name: %s\nout: %s\nbase:\n' "$name" "$tmp/$name"
+    printf '  data: {path: %s, eval_tokens: 1000}\n  model: {k: 4}\n' "$tmp/acts.h5"
+    printf '  train: {steps: 20, batch_size: 96, lr: 1e-3, log_every: 10}\n'
+    local line
+    for line in "$@"; do printf '  %s\n' "$line"; done
+    printf 'runs:\n  - name: topk\n    model: {arch: topk, dict_size: 64}\n'
+    printf '  - name: scale\n    model: {arch: scale, dict_size: 256, experts: 8, active_experts: 2, feature_scaling: mean}\n'
+  } > grid.yaml
 }
 
 gtest_at_ranks() {  # <binary> <verdict name> <ranks...>
