@@ -121,6 +121,7 @@ struct StepResult {
   bool ok = false;
   std::string error;
   double median_tps = 0, best_tps = 0, median_ms = 0;
+  double host_waits = 0;  // times one step waited for the device (Backend::host_waits), the timed steps' mean
 };
 
 // One full training step as bench_train_step and the trainer run it, `warmup` untimed then `steps` timed; each
@@ -133,12 +134,16 @@ StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int
     for (int i = 0; i < warmup; ++i) one_step();
     be.synchronize();
     std::vector<double> t;
+    int64_t waits = 0;
     for (int i = 0; i < steps; ++i) {
       Timer tm;
+      const int64_t w0 = be.host_waits();
       one_step();
+      waits += be.host_waits() - w0;
       be.synchronize();
       t.push_back(tm.seconds());
     }
+    r.host_waits = double(waits) / std::max(steps, 1);
     const double B = double(acts.rows());
     r.median_ms = 1e3 * median(t);
     r.median_tps = B / median(t);
@@ -715,8 +720,9 @@ int main(int argc, char** argv) {
       if (!r.ok)
         std::printf("[%s] %-32s FAILED: %s\n", p.c_str(), name, r.error.c_str());
       else
-        std::printf("[%s] %-32s %10.0f tokens/s (median step %.2f ms; best step %.0f tokens/s)\n", p.c_str(), name,
-                    r.median_tps, r.median_ms, r.best_tps);
+        std::printf("[%s] %-32s %10.0f tokens/s (median step %.2f ms; best step %.0f tokens/s; %.0f host waits "
+                    "per step)\n",
+                    p.c_str(), name, r.median_tps, r.median_ms, r.best_tps, r.host_waits);
     };
     report("Scale SAE step (E=64,e=2,k=32,FS)", rs);
     report("TopK SAE step (F=24576,k=32)", rt);

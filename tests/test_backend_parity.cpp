@@ -594,6 +594,36 @@ TEST_P(Parity, SumAndSumSquares) {
   }
 }
 
+TEST_P(Parity, ReduceManyIsTheSingleReductionsInOneRoundTrip) {
+  using Op = Backend::ReduceOp;
+  Twin a = twin(random_host(300, 77, seed(), 2.0, 0.3), 5), b = twin(randn_vector(1000003, seed())),
+       empty = twin(randn(0, 4, seed())), one = twin(randn(1, 1, seed()));
+  auto items = [](const Tensor& ta, const Tensor& tb, const Tensor& te, const Tensor& t1) {
+    return std::vector<Backend::Reduction>{{Op::Sum, ta},           {Op::SumSquares, tb}, {Op::CountPositive, ta},
+                                           {Op::Sum, te},           {Op::CountPositive, tb}, {Op::SumSquares, t1},
+                                           {Op::SumSquares, ta.row_range(10, 20)}};
+  };
+  const auto want = ref().reduce_many(items(a.ref, b.ref, empty.ref, one.ref));
+  const int64_t waits = be().host_waits();
+  const auto got = be().reduce_many(items(a.test, b.test, empty.test, one.test));
+  EXPECT_EQ(be().host_waits() - waits, cuda() ? 1 : 0) << "reduce_many: one host round trip for seven reductions";
+  ASSERT_EQ(got.size(), 7u);
+  // Bit for bit what the single reductions give on the same backend, and near the reference.
+  const std::vector<double> single = {be().sum(a.test),
+                                      be().sum_squares(b.test),
+                                      double(be().count_positive(a.test)),
+                                      be().sum(empty.test),
+                                      double(be().count_positive(b.test)),
+                                      be().sum_squares(one.test),
+                                      be().sum_squares(a.test.row_range(10, 20))};
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i], single[i]) << "reduce_many item " << i << " vs its single reduction";
+    expect_scalar_near(want[i], got[i], kTolReduction * (1 + std::fabs(want[i])), "reduce_many item " + std::to_string(i));
+  }
+  EXPECT_EQ(got[3], 0.0) << "the sum of an empty tensor";
+  EXPECT_TRUE(be().reduce_many({}).empty());
+}
+
 TEST_P(Parity, CountPositive) {
   // -0, +0, NaN and negatives do not count; the smallest denormal does.
   const std::vector<float> special = {-0.f, 0.f, kNaN, 1e-45f, -1e-45f, kInf, -kInf, 0.5f, -0.5f};

@@ -1,7 +1,8 @@
 // A full training run on the backend under test matches the same run on the CPU reference (make_cpu_backend(1)),
 // for the TopK, Switch, Scale (Feature Scaling: mean) and Gated SAEs on small synthetic data: per-step losses (and
 // their MSE terms) agree to 1e-3 relative, and on a held-out batch after training the selected latents agree for
-// >= 99% of the (token, slot) entries and the reconstructions agree closely.
+// >= 99% of the (token, slot) entries and the reconstructions agree closely. A training step waits for the device
+// no more than a handful of times (max_host_waits_per_step).
 //
 // Backends under test: "cuda" (make_cuda_backend, FP32 GEMM; skipped with the reason when no CUDA device is usable)
 // and "cpu3" (make_cpu_backend(3)), which runs everywhere and keeps the comparison logic itself tested.
@@ -86,8 +87,24 @@ struct RunResult {
   std::vector<double> losses, mse;  // per training step: the objective and its reconstruction error
   std::vector<Pairs> selected;      // per training step: the active (token, latent) pairs
   double heldout_loss = 0;
-  Tensor ids, vals, xhat;  // held-out code and reconstruction (host)
+  Tensor ids, vals, xhat;      // held-out code and reconstruction (host)
+  int64_t max_host_waits = 0;  // the most times one training step waited for the device (Backend::host_waits)
 };
+
+// The host round trips a training step may make (CUDA; the CPU backend never waits). Every model: the step's
+// statistics (loss, MSE, L0 and the model's own terms in one read back) and the gradient norm for clipping. Switch
+// and Scale add the per-expert counts and the router's mean probabilities (the load-balancing loss), Scale its
+// omega (the encoder's per-expert scale); TopK adds the dead-latent count and, while latents are dead, AuxK's
+// statistics.
+int64_t max_host_waits_per_step(Arch arch) {
+  switch (arch) {
+    case Arch::TopK: return 4;
+    case Arch::Switch: return 4;
+    case Arch::Scale: return 5;
+    case Arch::Gated: return 2;
+  }
+  return 0;
+}
 
 RunResult train(Backend& be, const ModelConfig& mc, const Tensor& data) {
   auto sae = make_sae(mc, be);
@@ -103,17 +120,19 @@ RunResult train(Backend& be, const ModelConfig& mc, const Tensor& data) {
     const Tensor batch = data.row_range(step * kBatch, (step + 1) * kBatch);
     if (step == 0) sae->init_biases_from_batch(batch);
     be.upload(batch, x);
+    const int64_t waits = be.host_waits();
     sae->apply_decoder_constraint();
     sae->zero_grad();
     const SaeStats s = sae->forward(x, true);
-    r.losses.push_back(s.loss);
-    r.mse.push_back(s.mse);
-    r.selected.push_back(active_pairs(be.to_host(sae->code().ids), be.to_host(sae->code().vals)));
     sae->backward();
     clip_grad_norm(sae->params(), be, tc.grad_clip);
     sae->project_decoder_gradient();
     adam.step(lr_at(tc, kLr, step));
     sae->record_firing();
+    r.max_host_waits = std::max(r.max_host_waits, be.host_waits() - waits);
+    r.losses.push_back(s.loss);
+    r.mse.push_back(s.mse);
+    r.selected.push_back(active_pairs(be.to_host(sae->code().ids), be.to_host(sae->code().vals)));
   }
   sae->apply_decoder_constraint();
   Tensor heldout = be.from_host(data.row_range(kSteps * kBatch, (kSteps + 1) * kBatch));
@@ -158,6 +177,10 @@ TEST_P(TrainParity, MatchesCpuReference) {
     auto be = backend_under_test();
     got = train(*be, mc, data);
   }
+
+  EXPECT_LE(got.max_host_waits, max_host_waits_per_step(model.arch))
+      << "host round trips in one training step on " << std::get<0>(GetParam()).name;
+  if (!std::get<0>(GetParam()).cuda) EXPECT_EQ(got.max_host_waits, 0) << "the CPU backend never waits";
 
   // The reference run learned something (so the agreement below is not agreement on nothing).
   ASSERT_EQ(want.losses.size(), size_t(kSteps));

@@ -31,6 +31,9 @@ class Backend {
   virtual Device device() const = 0;
   virtual std::string name() const = 0;
   virtual void synchronize() {}
+  // How many times the host has waited for the device so far (the CUDA backend's stream synchronisations: a
+  // training step should need a handful); always 0 on the CPU backend, which never waits.
+  virtual int64_t host_waits() const { return 0; }
 
   // ---- memory -------------------------------------------------------------------------------------------
   virtual Tensor empty(int64_t rows, int64_t cols, DType dt = DType::F32) = 0;  // rank 2
@@ -58,9 +61,20 @@ class Backend {
   virtual void exp(const Tensor& x, Tensor out) = 0;                        // out = exp(x)
   // out[j] = beta out[j] + alpha sum_i a[i,j]   (column sums; used for bias gradients)
   virtual void sum_rows(const Tensor& a, Tensor out, float alpha, float beta) = 0;
-  // Reductions returned to the host (double accumulation, fixed order).
-  virtual double sum(const Tensor& x) = 0;
-  virtual double sum_squares(const Tensor& x) = 0;
+  // Reductions returned to the host (double accumulation, fixed order). reduce_many does several in one host
+  // round trip (on CUDA: one wait for the device instead of one per reduction); its result i is, bit for bit,
+  // what the single reduction of items[i] returns.
+  enum class ReduceOp { Sum, SumSquares, CountPositive };  // CountPositive: the number of entries > 0
+  struct Reduction {
+    ReduceOp op;
+    Tensor x;  // f32
+  };
+  virtual std::vector<double> reduce_many(const std::vector<Reduction>& items) = 0;
+  double sum(const Tensor& x) { return reduce_many({{ReduceOp::Sum, x}})[0]; }
+  double sum_squares(const Tensor& x) { return reduce_many({{ReduceOp::SumSquares, x}})[0]; }
+  int64_t count_positive(const Tensor& x) {
+    return static_cast<int64_t>(reduce_many({{ReduceOp::CountPositive, x}})[0]);
+  }
   // out[i] = sum_j (a[i,j] - b[i,j])^2 (per-row squared error, into an f32 vector of length rows)
   virtual void row_squared_error(const Tensor& a, const Tensor& b, Tensor out) = 0;
 
@@ -119,8 +133,6 @@ class Backend {
   // Dead-latent bookkeeping: counter[f] += tokens for every latent, then 0 for each latent ids[b,j] whose
   // value vals[b,j] > 0 (the latent fired). Counters saturate at 2^30.
   virtual void update_fired(const Tensor& ids, const Tensor& vals, int64_t tokens, Tensor counter) = 0;
-  // Number of entries > 0 (for L0).
-  virtual int64_t count_positive(const Tensor& x) = 0;
   // mask[f] = counter[f] > threshold (i32); returns the number of set entries.
   virtual int64_t threshold_mask(const Tensor& counter, int64_t threshold, Tensor mask) = 0;
 

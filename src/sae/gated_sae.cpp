@@ -46,19 +46,18 @@ SaeStats GatedSae::forward(const Tensor& x, bool train) {
   be_.gemm(false, false, 1.f, f_, w_dec_->value, 0.f, x_hat_);
   be_.add_row_vector(x_hat_, b_pre_->value, 1.f);
 
-  SaeStats s;
-  reconstruction_stats(x, s);
-  const int64_t active = be_.count_positive(f_);
-  s.l0 = double(active) / double(B);
   // Sparsity term and auxiliary reconstruction through the frozen decoder (same normalisation c as the MSE).
-  const double c = recon_scale(B);
-  s.sparsity = c * cfg_.l1_coeff * be_.sum(gate_relu_);
   frozen_hat_ = be_.empty(B, d);
   be_.gemm(false, false, 1.f, gate_relu_, w_dec_->value, 0.f, frozen_hat_);
   be_.add_row_vector(frozen_hat_, b_pre_->value, 1.f);
   Tensor err = be_.empty_vector(B);
   be_.row_squared_error(x, frozen_hat_, err);
-  s.aux = c * be_.sum(err);
+  SaeStats s;
+  const std::vector<double> r =
+      reconstruction_stats(x, f_, s, {{Backend::ReduceOp::Sum, gate_relu_}, {Backend::ReduceOp::Sum, err}});
+  const double c = recon_scale(B);
+  s.sparsity = c * cfg_.l1_coeff * r[0];
+  s.aux = c * r[1];
   s.loss = s.recon + s.sparsity + s.aux;
 
   // The code: all F latents (dense), ids 0..F-1.

@@ -177,8 +177,7 @@ SaeStats MoeSae::forward(const Tensor& x, bool train) {
   }
 
   SaeStats s;
-  reconstruction_stats(x, s);
-  s.l0 = double(be_.count_positive(code_.vals)) / double(B);
+  reconstruction_stats(x, code_.vals, s);
   s.lb = routing_.lb;
   s.expert_fraction = routing_.topE_fraction;
   lb_weight_ = cfg_.lb_alpha * aux_factor();

@@ -69,15 +69,22 @@ double Sae::recon_scale(int64_t batch) const {
 
 double Sae::aux_factor() const { return cfg_.mse_normalization == MseNormalization::Mean ? 1.0 : double(cfg_.d); }
 
-void Sae::reconstruction_stats(const Tensor& x, SaeStats& s) {
+std::vector<double> Sae::reconstruction_stats(const Tensor& x, const Tensor& code, SaeStats& s,
+                                              std::vector<Backend::Reduction> extra) {
   const int64_t B = x.rows();
   Tensor err = be_.empty_vector(B);
   be_.row_squared_error(x, x_hat_, err);
+  extra.push_back({Backend::ReduceOp::Sum, err});
+  extra.push_back({Backend::ReduceOp::CountPositive, code});
+  std::vector<double> r = be_.reduce_many(extra);
   s.tokens = B;
-  s.sq_error = be_.sum(err);
+  s.sq_error = r[r.size() - 2];
   s.mse = s.sq_error / (double(B) * cfg_.d);
   s.mse_sum = s.sq_error / double(B);
   s.recon = recon_scale(B) * s.sq_error;
+  s.l0 = r.back() / double(B);
+  r.resize(r.size() - 2);
+  return r;
 }
 
 void Sae::reconstruction_grad(const Tensor& x, Tensor dxhat) {

@@ -93,8 +93,10 @@ class Sae {
   // Rows of the whole group's batch when this process holds `local` of them.
   int64_t group_batch(int64_t local) const { return group_ ? local * group_->size() : local; }
   double aux_factor() const;
-  // Shared forward tail: x^ stats (sq_error, mse, mse_sum) from x and x_hat_.
-  void reconstruction_stats(const Tensor& x, SaeStats& s);
+  // Shared forward tail: x^ stats (sq_error, mse, mse_sum) from x and x_hat_, and l0 = the entries > 0 of `code`
+  // per token. The model's `extra` reductions share the same host round trip; their results are returned.
+  std::vector<double> reconstruction_stats(const Tensor& x, const Tensor& code, SaeStats& s,
+                                           std::vector<Backend::Reduction> extra = {});
   // dL_recon/dx^ = 2 c (x^ - x) into dxhat.
   void reconstruction_grad(const Tensor& x, Tensor dxhat);
   // The references' initialisation: encoder U(-1/sqrt(d), 1/sqrt(d)), decoder = the encoder with unit rows (or

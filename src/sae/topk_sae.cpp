@@ -87,8 +87,7 @@ SaeStats TopKSae::forward(const Tensor& x, bool train) {
   }
 
   SaeStats s;
-  reconstruction_stats(x, s);
-  s.l0 = double(be_.count_positive(code_.vals)) / double(B);
+  reconstruction_stats(x, code_.vals, s);
   aux_k_ = 0;
   if (train && cfg_.auxk && cfg_.auxk_alpha > 0) s.aux = auxk_forward(x, pre);
   s.loss = s.recon + s.aux;
@@ -116,18 +115,27 @@ double TopKSae::auxk_forward(const Tensor& x, const Tensor& pre) {
     Tensor ids = be_.empty(B, aux_k_, DType::I32), vals = be_.empty(B, aux_k_);
     shards_->combine(partial, gids, aux_vals_, aux_vals_, aux_hat_, ids, vals);
   }
+  Tensor err = be_.empty_vector(B);
+  be_.row_squared_error(aux_hat_, aux_resid_, err);
   // Total variance of x around its batch mean: sum ||x||^2 - B ||mean||^2.
   Tensor mean = be_.empty_vector(d);
-  double total_var = 0;
+  double total_var = 0, err_sum = 0;
   if (!group_ || group_->size() == 1) {
     be_.sum_rows(x, mean, 1.f / float(B), 0.f);
-    total_var = be_.sum_squares(x) - double(B) * be_.sum_squares(mean);
+    using Op = Backend::ReduceOp;
+    const std::vector<double> r =  // one host round trip
+        be_.reduce_many({{Op::SumSquares, x}, {Op::SumSquares, mean}, {Op::Sum, err}});
+    total_var = r[0] - double(B) * r[1];
+    err_sum = r[2];
   } else {  // over the group's batch: column sums and the sum of squares, added over the members
     be_.sum_rows(x, mean, 1.f, 0.f);
+    const std::vector<double> r =
+        be_.reduce_many({{Backend::ReduceOp::SumSquares, x}, {Backend::ReduceOp::Sum, err}});
+    err_sum = r[1];
     Tensor h = be_.to_host(mean);
     std::vector<double> sums(d + 1);
     for (int64_t t = 0; t < d; ++t) sums[t] = h.host<float>()[t];
-    sums[d] = be_.sum_squares(x);
+    sums[d] = r[0];
     group_->sum(sums.data(), sums.size());
     const double rows = double(group_batch(B));
     double mean_sq = 0;
@@ -138,11 +146,9 @@ double TopKSae::auxk_forward(const Tensor& x, const Tensor& pre) {
     total_var = sums[d] - rows * mean_sq;
   }
   total_var = std::max(total_var, 1e-12);
-  Tensor err = be_.empty_vector(B);
-  be_.row_squared_error(aux_hat_, aux_resid_, err);
   const double weight = cfg_.auxk_alpha * aux_factor() / total_var;
   aux_coef_ = 2.0 * weight;
-  return weight * be_.sum(err);
+  return weight * err_sum;
 }
 
 void TopKSae::backward() {

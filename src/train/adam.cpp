@@ -19,8 +19,12 @@ void Adam::step(double lr) {
 }
 
 double clip_grad_norm(ParamSet& params, Backend& be, double max_norm, comm::Communicator* shards) {
+  const std::vector<Param*> trainable = params.trainable();
+  std::vector<Backend::Reduction> squares;
+  for (Param* p : trainable) squares.push_back({Backend::ReduceOp::SumSquares, p->grad});
+  const std::vector<double> r = be.reduce_many(squares);  // one host round trip for every parameter
   double sq = 0, sharded = 0;
-  for (Param* p : params.trainable()) (shards && p->sharded() ? sharded : sq) += be.sum_squares(p->grad);
+  for (size_t i = 0; i < r.size(); ++i) (shards && trainable[i]->sharded() ? sharded : sq) += r[i];
   if (shards) {  // every rank's rows of the sharded parameters: the norm of the whole model's gradient
     shards->all_reduce(&sharded, 1, comm::ReduceOp::Sum);
     sq += sharded;
@@ -28,7 +32,7 @@ double clip_grad_norm(ParamSet& params, Backend& be, double max_norm, comm::Comm
   const double norm = std::sqrt(sq);
   if (max_norm > 0 && norm > max_norm) {
     const float s = static_cast<float>(max_norm / (norm + 1e-6));
-    for (Param* p : params.trainable()) be.scale(p->grad, s);
+    for (Param* p : trainable) be.scale(p->grad, s);
   }
   return norm;
 }

@@ -67,6 +67,16 @@ double reduce(const Tensor& t, F&& g) {
   return s;
 }
 
+// The block-ordered double sum of term(v) over the tensor's elements.
+template <typename Term>
+double reduce_terms(const Tensor& t, Term term) {
+  return reduce(t, [&](const float* p, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += term(p[i]);
+    return s;
+  });
+}
+
 // Validates an index tensor before a parallel loop uses it (exceptions must not escape OpenMP regions).
 void check_indices(const Tensor& idx, int64_t limit, bool allow_empty, const char* op) {
   const int64_t ld = idx.rank() == 1 ? 1 : idx.ld();
@@ -188,19 +198,19 @@ class CpuBackend final : public Backend {
         po[j] = static_cast<float>((beta == 0.f ? 0.0 : double(beta) * po[j]) + double(alpha) * acc[j - c0]);
     }
   }
-  double sum(const Tensor& x) override {
-    return reduce(x, [](const float* p, int64_t n) {
-      double s = 0;
-      for (int64_t i = 0; i < n; ++i) s += p[i];
-      return s;
-    });
-  }
-  double sum_squares(const Tensor& x) override {
-    return reduce(x, [](const float* p, int64_t n) {
-      double s = 0;
-      for (int64_t i = 0; i < n; ++i) s += double(p[i]) * p[i];
-      return s;
-    });
+  std::vector<double> reduce_many(const std::vector<Reduction>& items) override {
+    std::vector<double> out;
+    out.reserve(items.size());
+    for (const Reduction& r : items) {
+      switch (r.op) {
+        case ReduceOp::Sum: out.push_back(reduce_terms(r.x, [](float v) { return double(v); })); break;
+        case ReduceOp::SumSquares: out.push_back(reduce_terms(r.x, [](float v) { return double(v) * v; })); break;
+        case ReduceOp::CountPositive:
+          out.push_back(reduce_terms(r.x, [](float v) { return v > 0.f ? 1.0 : 0.0; }));
+          break;
+      }
+    }
+    return out;
   }
   void row_squared_error(const Tensor& a, const Tensor& b, Tensor out) override {
     check_same_shape(a, b, "row_squared_error");
@@ -569,13 +579,6 @@ class CpuBackend final : public Backend {
         int32_t f = ids.data<int32_t>()[b * ids.ld() + j];
         if (f >= 0 && vals.data<float>()[b * vals.ld() + j] > 0.f) cp[f] = 0;
       }
-  }
-  int64_t count_positive(const Tensor& x) override {
-    return static_cast<int64_t>(reduce(x, [](const float* p, int64_t n) {
-      double s = 0;
-      for (int64_t i = 0; i < n; ++i) s += p[i] > 0.f ? 1.0 : 0.0;
-      return s;
-    }));
   }
   int64_t threshold_mask(const Tensor& counter, int64_t threshold, Tensor mask) override {
     MOESAE_CHECK(counter.numel() == mask.numel());

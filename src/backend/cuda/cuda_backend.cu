@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -42,12 +43,17 @@ void check_same_shape(const Tensor& a, const Tensor& b, const char* op) {
   MOESAE_CHECK(a.rows() == b.rows() && a.cols() == b.cols(), op, ": shape ", a.shape_str(), " vs ", b.shape_str());
 }
 
-// Owns the stream (and the device word for index errors) for as long as any tensor of the backend lives.
+// Owns the stream, the device word for index errors and the pinned staging buffer of the host round trips, for
+// as long as any tensor of the backend lives.
 struct StreamOwner {
   int device = 0;
   cudaStream_t stream = nullptr;
   int* error = nullptr;
+  void* staging = nullptr;  // pinned host memory: the error word's copy, then what a round trip reads back
+  size_t staging_bytes = 0;
   ~StreamOwner() {
+    if (stream) cudaStreamSynchronize(stream);
+    if (staging) cudaFreeHost(staging);
     if (error) cudaFree(error);
     if (stream) cudaStreamDestroy(stream);
   }
@@ -94,10 +100,8 @@ class CudaBackend final : public Backend {
 
   Device device() const override { return Device::CUDA; }
   std::string name() const override { return name_; }
-  void synchronize() override {
-    MOESAE_CUDA(cudaStreamSynchronize(ctx_.stream));
-    check_device_errors();
-  }
+  void synchronize() override { wait_for_device(nullptr, 0); }
+  int64_t host_waits() const override { return host_waits_; }
 
   // ---- memory -------------------------------------------------------------------------------------------------
   Tensor empty(int64_t rows, int64_t cols, DType dt) override {
@@ -113,7 +117,7 @@ class CudaBackend final : public Backend {
     on_device(src, "download");
     MOESAE_CHECK(dst.device() == Device::CPU, "download: the destination is not a host tensor");
     copy2d(src, dst, cudaMemcpyDeviceToHost);
-    synchronize();
+    wait_for_device(nullptr, 0);
   }
   void copy(const Tensor& src, Tensor dst) override {
     on_device(src, "copy");
@@ -199,15 +203,23 @@ class CudaBackend final : public Backend {
       po[j] = static_cast<float>((beta == 0.f ? 0.0 : double(beta) * po[j]) + double(alpha) * ps[j]);
     });
   }
-  double sum(const Tensor& x) override {
-    const double s = cuda::reduce_all(ctx_, dev_mat<const float>(x, "sum"), cuda::ReduceOp::Sum);
-    check_device_errors();
-    return s;
-  }
-  double sum_squares(const Tensor& x) override {
-    const double s = cuda::reduce_all(ctx_, dev_mat<const float>(x, "sum_squares"), cuda::ReduceOp::SumSquares);
-    check_device_errors();
-    return s;
+  std::vector<double> reduce_many(const std::vector<Reduction>& items) override {
+    // Every item's block partials into one device array, read back in one round trip, added in block order.
+    std::vector<int64_t> first(items.size() + 1, 0);
+    for (size_t i = 0; i < items.size(); ++i) first[i + 1] = first[i] + cuda::reduce_blocks(items[i].x.numel());
+    cuda::Scratch<double> part(ctx_, first.back());
+    for (size_t i = 0; i < items.size(); ++i) {
+      const auto m = dev_mat<const float>(items[i].x, "reduce");
+      const cuda::ReduceOp op = items[i].op == ReduceOp::Sum          ? cuda::ReduceOp::Sum
+                                : items[i].op == ReduceOp::SumSquares ? cuda::ReduceOp::SumSquares
+                                                                      : cuda::ReduceOp::CountPositive;
+      cuda::reduce_partials(ctx_, m, op, part.get() + first[i]);
+    }
+    const auto* host = static_cast<const double*>(wait_for_device(part.get(), size_t(first.back()) * sizeof(double)));
+    std::vector<double> out(items.size());
+    for (size_t i = 0; i < items.size(); ++i)
+      out[i] = cuda::add_partials(host + first[i], int(first[i + 1] - first[i]));
+    return out;
   }
   void row_squared_error(const Tensor& a, const Tensor& b, Tensor out) override {
     check_same_shape(a, b, "row_squared_error");
@@ -452,12 +464,11 @@ class CudaBackend final : public Backend {
     cuda::group_by_key(ctx_, kp, n, num_experts, rows, offsets.get(), cuda::kErrGroupByExpert);
     int32_t* tok = g.tokens.data<int32_t>();
     cuda::for_each(ctx_, n, [=] __device__(int64_t r) { tok[r] = rows[r] / int32_t(e); });
-    std::vector<int32_t> off(num_experts + 1);
-    MOESAE_CUDA(cudaMemcpyAsync(off.data(), offsets.get(), off.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
-                                ctx_.stream));
-    synchronize();  // the per-expert counts: the one host round trip of an MoE step
-    g.offsets.assign(off.begin(), off.end());
-    check_device_errors();  // an expert id out of range (the -1 entries are skipped and sort last)
+    // The per-expert counts: the one host round trip an MoE step needs. An expert id out of range is reported
+    // here (the -1 entries are skipped and sort last).
+    const auto* off = static_cast<const int32_t*>(
+        wait_for_device(offsets.get(), size_t(num_experts + 1) * sizeof(int32_t)));
+    g.offsets.assign(off, off + num_experts + 1);
     return g;
   }
   void candidates_to_latents(const Tensor& cand, const Tensor& experts, int n, Tensor latent, Tensor slots) override {
@@ -494,19 +505,16 @@ class CudaBackend final : public Backend {
       if (f >= 0 && f < F && mv.at(b, j) > 0.f) cp[f] = 0;
     });
   }
-  int64_t count_positive(const Tensor& x) override {
-    const double s = cuda::reduce_all(ctx_, dev_mat<const float>(x, "count_positive"), cuda::ReduceOp::CountPositive);
-    check_device_errors();
-    return static_cast<int64_t>(s);
-  }
   int64_t threshold_mask(const Tensor& counter, int64_t threshold, Tensor mask) override {
     MOESAE_CHECK(counter.numel() == mask.numel());
     const int32_t* cp = dev_ptr<int32_t>(counter, "threshold_mask");
     int32_t* mp = dev_ptr<int32_t>(mask, "threshold_mask");
     cuda::for_each(ctx_, counter.numel(), [=] __device__(int64_t f) { mp[f] = cp[f] > threshold ? 1 : 0; });
-    const int64_t count = cuda::count_nonzero(ctx_, Mat<const int32_t>{mp, mask.numel(), 1, 1});
-    check_device_errors();
-    return count;
+    const int blocks = cuda::reduce_blocks(mask.numel());
+    cuda::Scratch<double> part(ctx_, blocks);
+    cuda::count_nonzero_partials(ctx_, Mat<const int32_t>{mp, mask.numel(), 1, 1}, part.get());
+    const auto* host = static_cast<const double*>(wait_for_device(part.get(), size_t(blocks) * sizeof(double)));
+    return static_cast<int64_t>(cuda::add_partials(host, blocks));
   }
 
   // ---- optimizer and constraints --------------------------------------------------------------------------------
@@ -585,15 +593,32 @@ class CudaBackend final : public Backend {
     MOESAE_CUDA(cudaMemcpy2DAsync(dst.data<float>(), size_t(dst.ld()) * 4, src.data<float>(), size_t(src.ld()) * 4,
                                   size_t(src.cols()) * 4, size_t(src.rows()), kind, ctx_.stream));
   }
-  // An index out of range inside a kernel (a bug above this layer) is reported at the next synchronisation.
-  void check_device_errors() {
-    int code = 0;
-    MOESAE_CUDA(cudaMemcpyAsync(&code, ctx_.error, sizeof(int), cudaMemcpyDeviceToHost, ctx_.stream));
+  // The one way the host waits for the device: copies `bytes` of device memory (if any) and the device error word
+  // into the pinned staging buffer, synchronises the stream once and returns the staged copy of `src` (valid
+  // until the next wait). An index out of range inside a kernel (a bug above this layer) is reported here.
+  const void* wait_for_device(const void* src, size_t bytes) {
+    constexpr size_t kHead = 16;  // the error word, then the data (aligned for doubles)
+    if (owner_->staging_bytes < kHead + bytes) {  // grow; nothing in flight reads it (every wait ends in a sync)
+      if (owner_->staging) MOESAE_CUDA(cudaFreeHost(owner_->staging));
+      owner_->staging = nullptr;
+      owner_->staging_bytes = 0;
+      const size_t want = std::max<size_t>(4096, 2 * (kHead + bytes));
+      MOESAE_CUDA(cudaMallocHost(&owner_->staging, want));
+      owner_->staging_bytes = want;
+    }
+    char* host = static_cast<char*>(owner_->staging);
+    if (bytes > 0)
+      MOESAE_CUDA(cudaMemcpyAsync(host + kHead, src, bytes, cudaMemcpyDeviceToHost, ctx_.stream));
+    MOESAE_CUDA(cudaMemcpyAsync(host, ctx_.error, sizeof(int), cudaMemcpyDeviceToHost, ctx_.stream));
     MOESAE_CUDA(cudaStreamSynchronize(ctx_.stream));
+    ++host_waits_;
+    int code = 0;
+    std::memcpy(&code, host, sizeof(int));
     if (code != 0) {
       MOESAE_CUDA(cudaMemsetAsync(ctx_.error, 0, sizeof(int), ctx_.stream));
       fail("internal check failed: ", cuda::error_op_name(code), ": index out of range (cuda backend)");
     }
+    return host + kHead;
   }
 
   GemmPrecision precision_;
@@ -601,6 +626,7 @@ class CudaBackend final : public Backend {
   cuda::Ctx ctx_;
   cublasHandle_t blas_ = nullptr;
   std::string name_;
+  int64_t host_waits_ = 0;
 };
 
 }  // namespace

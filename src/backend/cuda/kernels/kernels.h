@@ -10,10 +10,13 @@ namespace moesae::cuda {
 
 // ---- reduce.cu ------------------------------------------------------------------------------------------------
 enum class ReduceOp { Sum, SumSquares, CountPositive };
-// The reduction of every element, in double, returned to the host (block partials added in block order).
-double reduce_all(const Ctx& ctx, Mat<const float> x, ReduceOp op);
-// Number of non-zero entries of an i32 view, returned to the host.
-int64_t count_nonzero(const Ctx& ctx, Mat<const int32_t> x);
+// A reduction of every element in double, in two parts so that the caller decides when the host waits:
+// reduce_partials writes reduce_blocks(size) block partials to device memory (nothing for an empty view), and
+// add_partials adds their host copy in block order. CountPositive counts entries > 0.
+int reduce_blocks(int64_t n);
+void reduce_partials(const Ctx& ctx, Mat<const float> x, ReduceOp op, double* partial);
+void count_nonzero_partials(const Ctx& ctx, Mat<const int32_t> x, double* partial);  // entries != 0
+double add_partials(const double* partial, int blocks);
 // out[j] = sum_i a[i,j] (or a[i,j]^2), in double, rows added in a fixed chunked order; out is a device array.
 void column_sums(const Ctx& ctx, Mat<const float> a, bool squares, double* out);
 // Row-wise operations, one warp per row (lanes stride the columns, a fixed shuffle tree adds them).

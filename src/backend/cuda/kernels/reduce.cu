@@ -1,7 +1,5 @@
 // moesae CUDA kernels: reductions. Every sum is in double and in a fixed order (per-thread strided partials,
 // a fixed shared-memory tree per block, block partials added in block order), so results repeat bit for bit.
-#include <vector>
-
 #include "backend/cuda/kernels/kernels.h"
 
 namespace moesae::cuda {
@@ -41,18 +39,10 @@ __global__ void partial_sums_kernel(Mat<const T> x, F term, double* partial) {
 }
 
 template <typename T, typename F>
-double reduce_to_host(const Ctx& ctx, Mat<const T> x, F term) {
-  if (x.size() == 0) return 0.0;
-  const int blocks = int(std::min<int64_t>(kReduceBlocks, (x.size() + kThreads - 1) / kThreads));
-  Scratch<double> part(ctx, blocks);
-  partial_sums_kernel<<<blocks, kThreads, 0, ctx.stream>>>(x, term, part.get());
+void partial_sums(const Ctx& ctx, Mat<const T> x, F term, double* partial) {
+  if (x.size() == 0) return;
+  partial_sums_kernel<<<reduce_blocks(x.size()), kThreads, 0, ctx.stream>>>(x, term, partial);
   MOESAE_LAUNCHED();
-  std::vector<double> host(blocks);
-  MOESAE_CUDA(cudaMemcpyAsync(host.data(), part.get(), blocks * sizeof(double), cudaMemcpyDeviceToHost, ctx.stream));
-  MOESAE_CUDA(cudaStreamSynchronize(ctx.stream));
-  double s = 0;
-  for (double v : host) s += v;
-  return s;
 }
 
 // Column sums, phase 1: rows in chunks of kChunkRows; each thread adds one column of one chunk in row order.
@@ -88,18 +78,28 @@ void for_each_row_warp(const Ctx& ctx, int64_t rows, F f) {
 
 }  // namespace
 
-double reduce_all(const Ctx& ctx, Mat<const float> x, ReduceOp op) {
-  switch (op) {
-    case ReduceOp::Sum: return reduce_to_host(ctx, x, [] __device__(float v) { return double(v); });
-    case ReduceOp::SumSquares: return reduce_to_host(ctx, x, [] __device__(float v) { return double(v) * v; });
-    case ReduceOp::CountPositive:
-      return reduce_to_host(ctx, x, [] __device__(float v) { return v > 0.f ? 1.0 : 0.0; });
-  }
-  return 0.0;
+int reduce_blocks(int64_t n) {
+  return int(std::min<int64_t>(kReduceBlocks, (n + kThreads - 1) / kThreads));
 }
 
-int64_t count_nonzero(const Ctx& ctx, Mat<const int32_t> x) {
-  return static_cast<int64_t>(reduce_to_host(ctx, x, [] __device__(int32_t v) { return v != 0 ? 1.0 : 0.0; }));
+void reduce_partials(const Ctx& ctx, Mat<const float> x, ReduceOp op, double* partial) {
+  switch (op) {
+    case ReduceOp::Sum: return partial_sums(ctx, x, [] __device__(float v) { return double(v); }, partial);
+    case ReduceOp::SumSquares:
+      return partial_sums(ctx, x, [] __device__(float v) { return double(v) * v; }, partial);
+    case ReduceOp::CountPositive:
+      return partial_sums(ctx, x, [] __device__(float v) { return v > 0.f ? 1.0 : 0.0; }, partial);
+  }
+}
+
+void count_nonzero_partials(const Ctx& ctx, Mat<const int32_t> x, double* partial) {
+  partial_sums(ctx, x, [] __device__(int32_t v) { return v != 0 ? 1.0 : 0.0; }, partial);
+}
+
+double add_partials(const double* partial, int blocks) {
+  double s = 0;
+  for (int i = 0; i < blocks; ++i) s += partial[i];
+  return s;
 }
 
 void column_sums(const Ctx& ctx, Mat<const float> a, bool squares, double* out) {
