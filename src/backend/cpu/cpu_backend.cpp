@@ -492,15 +492,13 @@ class CpuBackend final : public Backend {
                  "sparse_rows_outer_add: coef ", coef.shape_str(), " ids ", ids.shape_str(), " x ", x.shape_str(),
                  " G ", g.shape_str());
     const int64_t B = ids.rows(), k = ids.cols(), d = g.cols(), F = g.rows();
+    check_indices(ids, F, true, "sparse_rows_outer_add");
     // Counting sort of the (b, j) entries by latent: CSR with entries in (b, j) order per latent.
     std::vector<int64_t> start(F + 1, 0);
     for (int64_t b = 0; b < B; ++b) {
       const int32_t* ib = ids.data<int32_t>() + b * ids.ld();
       for (int64_t j = 0; j < k; ++j)
-        if (ib[j] >= 0) {
-          MOESAE_CHECK(ib[j] < F, "sparse_rows_outer_add: latent ", ib[j], " out of ", F);
-          ++start[ib[j] + 1];
-        }
+        if (ib[j] >= 0) ++start[ib[j] + 1];
     }
     for (int64_t f = 0; f < F; ++f) start[f + 1] += start[f];
     std::vector<int64_t> fillp(start.begin(), start.end() - 1);

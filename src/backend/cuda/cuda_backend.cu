@@ -90,12 +90,17 @@ class CudaBackend final : public Backend {
     MOESAE_CUBLAS(cublasSetStream(blas_, owner_->stream));
     ctx_.stream = owner_->stream;
     ctx_.error = owner_->error;
+    ctx_.device = dev;
+    MOESAE_CUDA(cudaDeviceGetAttribute(&ctx_.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     name_ = "cuda:" + std::to_string(dev) + " (" + devices[dev].name + ", gemm " + gemm_precision_name(precision_) +
             ")";
   }
   ~CudaBackend() override {
     if (owner_ && owner_->stream) cudaStreamSynchronize(owner_->stream);
     if (blas_) cublasDestroy(blas_);
+    // Hand the pool's free blocks back to the driver (they are kept between steps, not after the backend).
+    cudaMemPool_t pool;
+    if (owner_ && cudaDeviceGetDefaultMemPool(&pool, owner_->device) == cudaSuccess) cudaMemPoolTrimTo(pool, 0);
   }
 
   Device device() const override { return Device::CUDA; }

@@ -28,6 +28,8 @@ Mat<T> mat(const Tensor& t) {
 struct Ctx {
   cudaStream_t stream = nullptr;
   int* error = nullptr;
+  int device = 0;             // the backend's device (the stream's)
+  int smem_optin = 48 << 10;  // its most shared memory per block, opting in (cudaDevAttrMaxSharedMemoryPerBlockOptin)
 };
 
 // Operation codes for Ctx::error (index 0 = no error).

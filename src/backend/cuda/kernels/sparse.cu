@@ -85,20 +85,69 @@ __global__ void sparse_dot_kernel(Mat<const float> x, Mat<const int32_t> ids, Ma
 }
 
 // G[f] += alpha coef[b,j] x[b] for the entries of latent f (order[offsets[f] .. offsets[f+1]) = b * k + j,
-// increasing): one block per latent, threads over the columns.
+// increasing): one block per latent, threads over the columns (kPerThread each, in registers). The entries are
+// staged in shared memory a chunk at a time, so a latent that fires on most tokens streams x rows instead of
+// chasing order -> coef pointers one entry at a time.
 __global__ void outer_add_kernel(Mat<const float> coef, Mat<const float> x, int64_t k, float alpha,
                                  const int32_t* order, const int32_t* offsets, Mat<float> g) {
+  constexpr int kStage = 128, kPerThread = 4;
+  __shared__ int64_t s_b[kStage];
+  __shared__ float s_a[kStage];
   const int64_t f = blockIdx.x;
   const int32_t e0 = offsets[f], e1 = offsets[f + 1];
-  if (e0 == e1) return;
-  for (int64_t t = threadIdx.x; t < g.cols; t += blockDim.x) {
-    float acc = g.at(f, t);
-    for (int32_t e = e0; e < e1; ++e) {
-      const int64_t b = order[e] / k, j = order[e] % k;
-      acc += (alpha * coef.at(b, j)) * x.at(b, t);
+  if (e0 == e1) return;  // the whole block returns
+  for (int64_t t0 = 0; t0 < g.cols; t0 += int64_t(blockDim.x) * kPerThread) {
+    float acc[kPerThread];
+#pragma unroll
+    for (int u = 0; u < kPerThread; ++u) {
+      const int64_t t = t0 + threadIdx.x + int64_t(u) * blockDim.x;
+      acc[u] = t < g.cols ? g.at(f, t) : 0.f;
     }
-    g.at(f, t) = acc;
+    for (int32_t c0 = e0; c0 < e1; c0 += kStage) {
+      const int n = min(kStage, e1 - c0);
+      __syncthreads();  // the previous chunk is consumed
+      for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const int32_t o = order[c0 + i];
+        const int64_t b = o / k;
+        s_b[i] = b;
+        s_a[i] = alpha * coef.at(b, o % k);
+      }
+      __syncthreads();
+#pragma unroll 4
+      for (int i = 0; i < n; ++i) {
+        const int64_t b = s_b[i];
+        const float a = s_a[i];
+#pragma unroll
+        for (int u = 0; u < kPerThread; ++u) {
+          const int64_t t = t0 + threadIdx.x + int64_t(u) * blockDim.x;
+          if (t < g.cols) acc[u] += a * x.at(b, t);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kPerThread; ++u) {
+      const int64_t t = t0 + threadIdx.x + int64_t(u) * blockDim.x;
+      if (t < g.cols) g.at(f, t) = acc[u];
+    }
   }
+}
+
+// dst[f] += src[order[e]] for e in [offsets[f], offsets[f+1]), in order of e: one warp per key. The lanes load 32
+// entries at once and every lane adds the broadcast values in order (same bits as one thread walking the list).
+__global__ void ordered_scatter_add_kernel(const float* src, const int32_t* order, const int32_t* offsets,
+                                           int64_t keys, float* dst) {
+  const int64_t f = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (f >= keys) return;  // the whole warp returns
+  const int32_t e0 = offsets[f], e1 = offsets[f + 1];
+  if (e0 == e1) return;
+  float acc = dst[f];
+  for (int32_t c = e0; c < e1; c += 32) {
+    const float v = c + lane < e1 ? src[order[c + lane]] : 0.f;
+    const int n = min(32, e1 - c);
+    for (int i = 0; i < n; ++i) acc += __shfl_sync(0xffffffffu, v, i);
+  }
+  if (lane == 0) dst[f] = acc;
 }
 
 }  // namespace
@@ -132,8 +181,8 @@ void sparse_rows_outer_add(const Ctx& ctx, Mat<const float> coef, Mat<const int3
   const int64_t k = ids.cols;
   for_each(ctx, n, [=] __device__(int64_t i) { kp[i] = ids.at(i / k, i % k); });
   group_by_key(ctx, kp, n, F, order.get(), offsets.get(), kErrSparseOuterAdd);
-  outer_add_kernel<<<unsigned(F), threads_for(g.cols), 0, ctx.stream>>>(coef, x, k, alpha, order.get(),
-                                                                         offsets.get(), g);
+  outer_add_kernel<<<unsigned(F), threads_for((g.cols + 3) / 4), 0, ctx.stream>>>(coef, x, k, alpha, order.get(),
+                                                                                   offsets.get(), g);
   MOESAE_LAUNCHED();
 }
 
@@ -141,12 +190,10 @@ void scatter_add(const Ctx& ctx, const float* src, const int32_t* idx, int64_t n
   if (n == 0 || dst_size == 0) return;
   Scratch<int32_t> order(ctx, n), offsets(ctx, dst_size + 1);
   group_by_key(ctx, idx, n, dst_size, order.get(), offsets.get(), kErrScatterAdd);
-  const int32_t *op = order.get(), *off = offsets.get();
-  for_each(ctx, dst_size, [=] __device__(int64_t f) {
-    float acc = dst[f];
-    for (int32_t e = off[f]; e < off[f + 1]; ++e) acc += src[op[e]];
-    dst[f] = acc;
-  });
+  constexpr int warps = kThreads / 32;
+  ordered_scatter_add_kernel<<<unsigned((dst_size + warps - 1) / warps), kThreads, 0, ctx.stream>>>(
+      src, order.get(), offsets.get(), dst_size, dst);
+  MOESAE_LAUNCHED();
 }
 
 }  // namespace moesae::cuda

@@ -17,6 +17,7 @@ namespace moesae::cuda {
 namespace {
 
 constexpr int kCachedCols = 24576;  // 96 KiB of keys per block
+constexpr int kStaticSmemAllowance = 8192;  // room left for the kernels' static shared memory (at most 5.3 KiB)
 
 __device__ inline uint32_t order_key(float v) {
   const uint32_t u = __float_as_uint(v == 0.f ? 0.f : v);  // -0.0 == +0.0
@@ -175,9 +176,15 @@ template <int THREADS, bool CACHE>
 void launch(const Ctx& ctx, Mat<const float> x, int k, int p2, Mat<float> vals, Mat<int32_t> idx,
             const int32_t* mask) {
   const size_t smem = size_t(2 * p2) * 4 + (CACHE ? size_t(x.cols) * 4 : 0);
-  // The 48 KiB default covers static + dynamic shared memory: opt in to more whenever the sum exceeds it.
-  MOESAE_CUDA(cudaFuncSetAttribute(topk_kernel<THREADS, CACHE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   int(smem)));
+  // The 48 KiB default covers static + dynamic shared memory: opt in, once per device, to all the device allows
+  // (a host API call per launch costs microseconds).
+  constexpr int kDevices = 64;
+  static bool opted_in[kDevices] = {};
+  if (ctx.device < 0 || ctx.device >= kDevices || !opted_in[ctx.device]) {
+    MOESAE_CUDA(cudaFuncSetAttribute(topk_kernel<THREADS, CACHE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     ctx.smem_optin - kStaticSmemAllowance));
+    if (ctx.device >= 0 && ctx.device < kDevices) opted_in[ctx.device] = true;
+  }
   topk_kernel<THREADS, CACHE><<<unsigned(x.rows), THREADS, smem, ctx.stream>>>(x, k, p2, vals, idx, mask);
   MOESAE_LAUNCHED();
 }
@@ -190,10 +197,8 @@ void topk_rows(const Ctx& ctx, Mat<const float> x, int k, Mat<float> vals, Mat<i
   int p2 = 1;
   while (p2 < k) p2 <<= 1;
   // Cache the row's keys in shared memory when they fit the device's opt-in limit (with room for the rest).
-  int device = 0, optin = 0;
-  MOESAE_CUDA(cudaGetDevice(&device));
-  MOESAE_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const bool cache = x.cols <= kCachedCols && size_t(x.cols) * 4 + size_t(2 * p2) * 4 + 8192 <= size_t(optin);
+  const bool cache = x.cols <= kCachedCols &&
+                     size_t(x.cols) * 4 + size_t(2 * p2) * 4 + kStaticSmemAllowance <= size_t(ctx.smem_optin);
   if (x.cols <= 2048 && cache) {
     launch<128, true>(ctx, x, k, p2, vals, idx, mask);
   } else if (cache) {
