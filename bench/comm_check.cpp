@@ -329,6 +329,7 @@ class BenchBuffer {
     if (device_) {
       if (cudaMalloc(&dev_, std::max<size_t>(n_, 1) * sizeof(float)) != cudaSuccess) fail("cudaMalloc failed");
       cudaMemset(dev_, 0, std::max<size_t>(n_, 1) * sizeof(float));
+      cudaDeviceSynchronize();  // the communicator's own stream does not wait for the legacy stream's memset
       return;
     }
 #endif
@@ -372,7 +373,8 @@ void run_bench_equal(Communicator& c) {
         else
           c.all_to_all(send.data(), size_t(n), recv.data());
         double t = now_s() - t0;
-        c.all_reduce(&t, 1, ReduceOp::Max);
+        // The slowest rank's time, over MPI: a device communicator's all_reduce takes device buffers only.
+        MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
         if (r > 0) best[which] = std::min(best[which], t);
       }
     if (me == 0)
@@ -401,6 +403,8 @@ class DeviceStaged final : public Communicator {
     DeviceCopy(const void* host, size_t b) : bytes(b) {
       cuda_ok(cudaMalloc(&p, std::max<size_t>(bytes, 8)), "cudaMalloc");
       if (host && bytes) cuda_ok(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to device");
+      // A pageable copy may return before its DMA lands; the communicator's stream does not wait for it.
+      cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     }
     void back(void* host) const {
       if (bytes) cuda_ok(cudaMemcpy(host, p, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy to host");

@@ -124,7 +124,8 @@ def main():
                      f"usable CUDA device (torch.cuda.is_available() is False; built for CUDA "
                      f"{torch.version.cuda or 'none: a CPU-only build'})")
         device = torch.device(a.device)
-        torch.cuda.set_device(device)
+        if device.index is not None:  # plain "cuda": the current device (set_device wants an index)
+            torch.cuda.set_device(device.index)
         torch.set_float32_matmul_precision("highest" if a.precision == "fp32" else "high")
         sync = torch.cuda.synchronize
     else:

@@ -11,6 +11,9 @@
 #include <thread>
 
 #include "comm/mpi_comm.h"
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 3)
+#pragma weak ncclAlltoAll
+#endif
 #endif
 
 namespace moesae::comm {
@@ -69,7 +72,10 @@ class NcclComm final : public Communicator {
     if (ce != cudaSuccess || ndev == 0) {
       why = ce != cudaSuccess ? cudaGetErrorString(ce) : "no CUDA device";
       cudaGetLastError();
-    } else if ((ce = cudaSetDevice(local % ndev)) != cudaSuccess) {
+    } else if (local >= ndev) {  // NCCL refuses two ranks on one GPU ("Duplicate GPU detected")
+      why = "it is rank " + std::to_string(local) + " on its node, which has " + std::to_string(ndev) +
+            " visible GPU(s): NCCL needs one GPU per rank (start fewer ranks per node)";
+    } else if ((ce = cudaSetDevice(local)) != cudaSuccess) {
       why = std::string("cudaSetDevice: ") + cudaGetErrorString(ce);
     }
     ncclUniqueId id;
@@ -176,14 +182,28 @@ class NcclComm final : public Communicator {
   void all_to_all_raw(const void* send, size_t n, void* recv, ElemType t) override {
     const std::string what = describe("all_to_all", n * size_t(size_), t);
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 3)
-    check(ncclAlltoAll(send, recv, n, nccl_type(t), comm_, stream_), what);  // NCCL >= 2.28.3
-    wait_stream(what);
-#else
-    Communicator::all_to_all_raw(send, n, recv, t);  // grouped send/recv
+    if (has_alltoall()) {
+      check(ncclAlltoAll(send, recv, n, nccl_type(t), comm_, stream_), what);
+      wait_stream(what);
+      return;
+    }
 #endif
+    Communicator::all_to_all_raw(send, n, recv, t);  // grouped send/recv
   }
 
  private:
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 3)
+  // ncclAlltoAll is new in NCCL 2.28.3: the library loaded at run time may be older than the header (the symbol is
+  // declared weak below, so an older library leaves it null instead of failing at load or first call).
+  static bool has_alltoall() {
+    static const bool ok = [] {
+      int v = 0;
+      return &ncclAlltoAll != nullptr && ncclGetVersion(&v) == ncclSuccess && v >= NCCL_VERSION(2, 28, 3);
+    }();
+    return ok;
+  }
+#endif
+
   // Accepts ncclSuccess and ncclInProgress (non-blocking communicator); anything else aborts the communicator.
   void check(ncclResult_t r, const std::string& what) {
     if (r == ncclSuccess || r == ncclInProgress) return;

@@ -2,11 +2,15 @@
 // found). UNTESTED: this machine has no GPU, so the code compiles and links but has never run a collective. Without
 // a GPU, constructing it fails with a clear error on every rank.
 //
-// - Bootstrap over MPI: local rank from MPI_Comm_split_type(SHARED), cudaSetDevice(local rank % devices), rank 0's
-//   ncclGetUniqueId broadcast over MPI, then a non-blocking ncclCommInitRankConfig polled to completion.
+// - Bootstrap over MPI: local rank from MPI_Comm_split_type(SHARED), cudaSetDevice(local rank) (a node with more
+//   ranks than GPUs is refused: NCCL needs one GPU per rank), rank 0's ncclGetUniqueId broadcast over MPI, then a
+//   non-blocking ncclCommInitRankConfig polled to completion.
+// - Buffers: the collectives run on the communicator's own non-blocking stream, which does not wait for other
+//   streams: the caller's device buffers must be complete (e.g. Backend::synchronize) before a call.
 // - all-to-all-v: counts exchanged over MPI on the host (they are host vectors anyway), then the payload as grouped
 //   ncclSend/ncclRecv inside ncclGroupStart/ncclGroupEnd (NCCL has no all-to-all-v); zero counts are skipped on
-//   both sides.
+//   both sides. all-to-all with equal counts: ncclAlltoAll where the loaded library has it (NCCL >= 2.28.3), else the
+//   same grouped send/recv.
 // - Failures: every operation runs on the communicator's own stream and is waited for by polling cudaStreamQuery
 //   and ncclCommGetAsyncError (the nccl-tests watchdog); an async error calls ncclCommAbort and throws, a timeout
 //   (MOESAE_COMM_TIMEOUT) calls ncclCommAbort and aborts the job with the timeout message. Never blocks in
