@@ -713,6 +713,96 @@ TEST_P(Parity, GemmReducedPrecisionCuda) {
   }
 }
 
+// ---- grouped rows ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// Groups with empty members, a one-row group, and rows outside every group (before the first and after the last).
+const std::vector<int64_t> kGroupOffsets = {3, 3, 20, 57, 57, 58, 101};
+constexpr int64_t kGroupRows = 110, kGroups = 6;
+const std::vector<float> kGroupAlpha = {1.5f, -0.25f, 1.f, 0.75f, 2.f, -1.f};
+
+}  // namespace
+
+// The four grouped operations in the shapes the experts' encoder uses them: per-group transposed blocks of b (the
+// encoder W_i), one row per group (the low-pass vectors), a shared b (the rank-1 correction), per-group column
+// sums (the experts' mean rows), per-group row vectors (biases) and per-group axpy (the identity low-pass).
+TEST_P(Parity, GroupedRowOperations) {
+  const int64_t d = 37, n = 19;
+  Twin a = twin(randn(kGroupRows, d, seed()), 2);
+  // c = a op(b) by groups on `test` (a tensor of be()'s: the other CUDA backend waits for be()'s stream first).
+  auto gemm_case = [&](Backend& test, bool tb, const Twin& b, int64_t b_rows, int64_t cols, float beta,
+                       const std::string& what) {
+    Twin c = twin(randn(kGroupRows, cols, seed()), 1);  // rows outside the groups must keep these values
+    ref().grouped_gemm(tb, a.ref, b.ref, b_rows, kGroupOffsets, kGroupAlpha, beta, c.ref);
+    be().synchronize();
+    test.grouped_gemm(tb, a.test, b.test, b_rows, kGroupOffsets, kGroupAlpha, beta, c.test);
+    test.synchronize();
+    expect_gemm_near(c, 1e-5, "grouped_gemm " + what + " beta " + std::to_string(beta));
+  };
+  // The CUDA backend's grouped cuBLAS product, and its one-product-per-group path.
+  std::vector<std::pair<std::string, Backend*>> backends = {{"", &be()}};
+  std::unique_ptr<Backend> per_group;
+  if (cuda()) {
+    CudaOptions o;
+    o.per_group_gemm = true;
+    per_group = make_cuda_backend(o);
+    backends.push_back({" (per group)", per_group.get()});
+  }
+  for (auto& [label, test] : backends)
+    for (float beta : {0.f, 1.f, 0.5f}) {
+      Twin w = twin(randn(kGroups * n, d, seed()), 3), lp = twin(randn(kGroups, d, seed()));
+      Twin shared = twin(randn(d, n, seed()));
+      gemm_case(*test, true, w, n, n, beta, "a W_i^T" + label);
+      gemm_case(*test, true, lp, 1, 1, beta, "a l_i^T" + label);
+      gemm_case(*test, false, shared, 0, n, beta, "a B, one B for all" + label);
+    }
+
+  Twin sums = poisoned(kGroups, d);
+  ref().sum_group_rows(a.ref, kGroupOffsets, 0.5f, sums.ref);
+  be().sum_group_rows(a.test, kGroupOffsets, 0.5f, sums.test);
+  expect_near(sums, kTol, "sum_group_rows (an empty group gives 0)");
+
+  Twin v = twin(randn(kGroups, d, seed())), y = twin(randn(kGroupRows, d, seed()), 4);
+  ref().add_group_rows(y.ref, kGroupOffsets, v.ref, -0.5f);
+  be().add_group_rows(y.test, kGroupOffsets, v.test, -0.5f);
+  expect_near(y, kTol, "add_group_rows (rows outside the groups unchanged)");
+
+  Twin y2 = twin(randn(kGroupRows, d, seed()));
+  ref().axpy_groups(kGroupAlpha, kGroupOffsets, a.ref, y2.ref);
+  be().axpy_groups(kGroupAlpha, kGroupOffsets, a.test, y2.test);
+  expect_near(y2, kTol, "axpy_groups (rows outside the groups unchanged)");
+
+  // Shapes are checked before any backend runs.
+  EXPECT_THROW(be().sum_group_rows(a.test, {0, 5, 3}, 1.f, sums.test), Error) << "decreasing offsets";
+  EXPECT_THROW(be().axpy_groups({1.f}, {0, 200}, a.test, y2.test), Error) << "a group beyond the rows";
+  EXPECT_THROW(be().grouped_gemm(true, a.test, v.test, 1, kGroupOffsets, {1.f}, 0.f, y2.test), Error)
+      << "one alpha for six groups";
+}
+
+// The grouped product in TF32 and BF16 lands near the FP32 reference, as gemm does (CUDA only).
+TEST_P(Parity, GroupedGemmReducedPrecisionCuda) {
+  if (!cuda()) GTEST_SKIP() << "GEMM precision modes exist only on the CUDA backend";
+  for (auto [precision, tol] : {std::pair<GemmPrecision, double>{GemmPrecision::TF32, 2e-3},
+                                {GemmPrecision::BF16, 1e-2}}) {
+    CudaOptions o;
+    o.precision = precision;
+    auto low = make_cuda_backend(o);
+    const int64_t d = 768, n = 384;
+    Tensor ha = randn(kGroupRows, d, seed()), hw = randn(kGroups * n, d, seed());
+    Tensor want = host_tensor(kGroupRows, n), got;
+    {
+      Tensor c = ref().zeros(kGroupRows, n);
+      ref().grouped_gemm(true, ha, hw, n, kGroupOffsets, kGroupAlpha, 0.f, c);
+      want = ref().to_host(c);
+    }
+    Tensor c = low->zeros(kGroupRows, n);
+    low->grouped_gemm(true, low->from_host(ha), low->from_host(hw), n, kGroupOffsets, kGroupAlpha, 0.f, c);
+    got = low->to_host(c);
+    EXPECT_TRUE(compare_frobenius(want, got, tol)) << "grouped_gemm " << gemm_precision_name(precision);
+  }
+}
+
 // ---- softmax and selection ------------------------------------------------------------------------------------
 
 TEST_P(Parity, SoftmaxForwardBackward) {

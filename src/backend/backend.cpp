@@ -32,6 +32,86 @@ Tensor Backend::from_host(const Tensor& host_src) {
   return t;
 }
 
+namespace {
+
+// The groups of `offsets` checked against the rows of the operands they index (and the entries of per-group lists).
+int64_t checked_groups(const std::vector<int64_t>& offsets, int64_t rows, const char* op) {
+  MOESAE_CHECK(!offsets.empty(), op, ": no group offsets");
+  MOESAE_CHECK(offsets.front() >= 0 && offsets.back() <= rows, op, ": groups span rows [", offsets.front(), ", ",
+               offsets.back(), ") of ", rows);
+  for (size_t i = 0; i + 1 < offsets.size(); ++i)
+    MOESAE_CHECK(offsets[i] <= offsets[i + 1], op, ": group offsets decrease at group ", i);
+  return int64_t(offsets.size()) - 1;
+}
+
+}  // namespace
+
+void Backend::grouped_gemm(bool trans_b, const Tensor& a, const Tensor& b, int64_t b_rows,
+                           const std::vector<int64_t>& offsets, const std::vector<float>& alpha, float beta,
+                           Tensor c) {
+  const int64_t G = checked_groups(offsets, a.rows(), "grouped_gemm");
+  const int64_t bi_rows = b_rows ? b_rows : b.rows();  // b_i is [bi_rows, b.cols()]
+  const int64_t n = trans_b ? bi_rows : b.cols(), k = trans_b ? b.cols() : bi_rows;
+  MOESAE_CHECK(c.rows() == a.rows() && c.cols() == n && a.cols() == k && int64_t(alpha.size()) == G &&
+                   b_rows >= 0 && G * b_rows <= b.rows(),
+               "grouped_gemm: a ", a.shape_str(), " b ", b.shape_str(), trans_b ? "^T" : "", " (", b_rows,
+               " rows per group) c ", c.shape_str(), ", ", G, " groups, ", alpha.size(), " alphas");
+  grouped_gemm_impl(trans_b, a, b, b_rows, offsets, alpha, beta, c);
+}
+
+void Backend::sum_group_rows(const Tensor& a, const std::vector<int64_t>& offsets, float alpha, Tensor out) {
+  const int64_t G = checked_groups(offsets, a.rows(), "sum_group_rows");
+  MOESAE_CHECK(out.rows() == G && out.cols() == a.cols(), "sum_group_rows: ", a.shape_str(), " in ", G,
+               " groups into ", out.shape_str());
+  sum_group_rows_impl(a, offsets, alpha, out);
+}
+
+void Backend::add_group_rows(Tensor a, const std::vector<int64_t>& offsets, const Tensor& v, float alpha) {
+  const int64_t G = checked_groups(offsets, a.rows(), "add_group_rows");
+  MOESAE_CHECK(v.rows() == G && v.cols() == a.cols(), "add_group_rows: ", v.shape_str(), " for ", G,
+               " groups of ", a.shape_str());
+  add_group_rows_impl(a, offsets, v, alpha);
+}
+
+void Backend::axpy_groups(const std::vector<float>& alpha, const std::vector<int64_t>& offsets, const Tensor& x,
+                          Tensor y) {
+  const int64_t G = checked_groups(offsets, x.rows(), "axpy_groups");
+  MOESAE_CHECK(y.rows() == x.rows() && y.cols() == x.cols() && int64_t(alpha.size()) == G, "axpy_groups: ",
+               x.shape_str(), " into ", y.shape_str(), ", ", G, " groups, ", alpha.size(), " alphas");
+  axpy_groups_impl(alpha, offsets, x, y);
+}
+
+void Backend::grouped_gemm_impl(bool trans_b, const Tensor& a, const Tensor& b, int64_t b_rows,
+                                const std::vector<int64_t>& offsets, const std::vector<float>& alpha, float beta,
+                                Tensor c) {
+  for (size_t i = 0; i + 1 < offsets.size(); ++i) {
+    if (offsets[i] == offsets[i + 1]) continue;
+    const Tensor bi = b_rows == 0 ? b : b.row_range(int64_t(i) * b_rows, int64_t(i + 1) * b_rows);
+    gemm(false, trans_b, alpha[i], a.row_range(offsets[i], offsets[i + 1]), bi, beta,
+         c.row_range(offsets[i], offsets[i + 1]));
+  }
+}
+
+void Backend::sum_group_rows_impl(const Tensor& a, const std::vector<int64_t>& offsets, float alpha, Tensor out) {
+  for (size_t i = 0; i + 1 < offsets.size(); ++i)
+    sum_rows(a.row_range(offsets[i], offsets[i + 1]), out.row_range(int64_t(i), int64_t(i) + 1).flatten(), alpha,
+             0.f);
+}
+
+void Backend::add_group_rows_impl(Tensor a, const std::vector<int64_t>& offsets, const Tensor& v, float alpha) {
+  for (size_t i = 0; i + 1 < offsets.size(); ++i)
+    if (offsets[i] < offsets[i + 1])
+      add_row_vector(a.row_range(offsets[i], offsets[i + 1]), v.row_range(int64_t(i), int64_t(i) + 1).flatten(),
+                     alpha);
+}
+
+void Backend::axpy_groups_impl(const std::vector<float>& alpha, const std::vector<int64_t>& offsets,
+                               const Tensor& x, Tensor y) {
+  for (size_t i = 0; i + 1 < offsets.size(); ++i)
+    if (offsets[i] < offsets[i + 1])
+      axpy(alpha[i], x.row_range(offsets[i], offsets[i + 1]), y.row_range(offsets[i], offsets[i + 1]));
+}
+
 AdamScalars adam_scalars(float lr, float beta1, float beta2, int64_t step) {
   const double bc1 = 1.0 - std::pow(double(beta1), double(step));
   const double bc2 = 1.0 - std::pow(double(beta2), double(step));

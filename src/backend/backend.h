@@ -122,6 +122,22 @@ class Backend {
   virtual void identity_lowpass_dot(const Tensor& x, const Tensor& ids, int n, Tensor out) = 0;
   virtual void identity_lowpass_outer_add(const Tensor& coef, const Tensor& ids, int n, Tensor g) = 0;
 
+  // ---- grouped rows (the experts' blocks) ----------------------------------------------------------------
+  // Group i owns rows [offsets[i], offsets[i+1]) of the row-indexed operands (offsets: host, G + 1 entries, non-
+  // decreasing, within the rows); rows outside every group are left alone. Each is the loop over the groups of
+  // the plain operation named beside it, with the same results: the CPU backend runs that loop, the CUDA backend
+  // a few launches in all instead of a few per group. Shapes are checked here; backends implement the *_impl.
+  // c_i = alpha[i] a_i op(b_i) + beta c_i, with b_i = rows [i * b_rows, (i + 1) * b_rows) of b, or all of b when
+  // b_rows == 0; op = transpose when trans_b.                                                          (gemm)
+  void grouped_gemm(bool trans_b, const Tensor& a, const Tensor& b, int64_t b_rows,
+                    const std::vector<int64_t>& offsets, const std::vector<float>& alpha, float beta, Tensor c);
+  // out[i, :] = alpha * (column sums of group i's rows of a); out is [G, cols].                    (sum_rows)
+  void sum_group_rows(const Tensor& a, const std::vector<int64_t>& offsets, float alpha, Tensor out);
+  // Group i's rows of a += alpha v[i, :]; v is [G, cols].                                    (add_row_vector)
+  void add_group_rows(Tensor a, const std::vector<int64_t>& offsets, const Tensor& v, float alpha);
+  // Group i's rows of y += alpha[i] times group i's rows of x.                                          (axpy)
+  void axpy_groups(const std::vector<float>& alpha, const std::vector<int64_t>& offsets, const Tensor& x, Tensor y);
+
   // ---- mixture-of-experts routing -------------------------------------------------------------------------
   // Groups the (token, slot) pairs of experts [B, e] (i32 expert ids) by expert; see ExpertGroups. Entries -1
   // (under expert parallelism: a slot whose expert another rank holds) are skipped: offsets[E] counts the others.
@@ -146,6 +162,16 @@ class Backend {
   virtual void normalize_cols(Tensor w, float eps) = 0;
   // g[i] -= (g[i] . w[i]) w[i]   (removes the gradient component parallel to each decoder row)
   virtual void project_out_rows(Tensor g, const Tensor& w) = 0;
+
+ protected:
+  // The grouped operations after their shapes were checked (defaults: the loop over the groups).
+  virtual void grouped_gemm_impl(bool trans_b, const Tensor& a, const Tensor& b, int64_t b_rows,
+                                 const std::vector<int64_t>& offsets, const std::vector<float>& alpha, float beta,
+                                 Tensor c);
+  virtual void sum_group_rows_impl(const Tensor& a, const std::vector<int64_t>& offsets, float alpha, Tensor out);
+  virtual void add_group_rows_impl(Tensor a, const std::vector<int64_t>& offsets, const Tensor& v, float alpha);
+  virtual void axpy_groups_impl(const std::vector<float>& alpha, const std::vector<int64_t>& offsets,
+                                const Tensor& x, Tensor y);
 };
 
 // Adam's bias-corrected step, as every backend applies it: p -= step_size m / (sqrt(v) inv_sqrt_bc2 + eps), with

@@ -35,6 +35,7 @@ MoeSae::MoeSae(const ModelConfig& config, Backend& backend, ExpertExchange* exch
     a_lp_ = &shard(params_.add(be_, "A_lowpass", Fl, d), int64_t(e0_) * n_, F);
   ones_n_ = be_.empty(1, n_);
   be_.fill(ones_n_, 1.f);
+  for (int i = 0; i <= el_; ++i) expert_blocks_.push_back(int64_t(i) * n_);
 }
 
 void MoeSae::init(Rng& rng) {
@@ -55,9 +56,7 @@ void MoeSae::init(Rng& rng) {
 void MoeSae::compute_lowpass_vectors() {
   const int E = el_, d = cfg_.d;
   means_ = be_.empty(E, d);
-  for (int i = 0; i < E; ++i)
-    be_.sum_rows(w_enc_->value.row_range(i * n_, (i + 1) * n_), means_.row_range(i, i + 1).flatten(),
-                 1.f / float(n_), 0.f);
+  be_.sum_group_rows(w_enc_->value, expert_blocks_, 1.f / float(n_), means_);  // mean_i: the mean row of W_i
   if (cfg_.feature_scaling == FeatureScaling::Mean) {
     lowpass_ = means_;
   } else {  // reference: a_i = A mean_i, i.e. rows mean_i^T A^T
@@ -72,34 +71,31 @@ Tensor MoeSae::encode_candidates() {
   const ExpertGroups& r = xgroups_;
   Tensor cand = be_.empty(B * e, n_);
   if (ex_) be_.fill(cand, -1.f);  // slots of experts held elsewhere
-  int64_t max_rows = 0;
-  for (int i = 0; i < el_; ++i) max_rows = std::max(max_rows, r.offsets[i + 1] - r.offsets[i]);
-  Tensor ug_all = be_.empty(std::max<int64_t>(max_rows, 1), d);
-  Tensor y_all = be_.empty(std::max<int64_t>(max_rows, 1), n_);
-  Tensor s_all = be_.empty(std::max<int64_t>(max_rows, 1), 1);
-  for (int i = 0; i < el_; ++i) {
-    const int64_t r0 = r.offsets[i], r1 = r.offsets[i + 1], m = r1 - r0;
-    if (m == 0) continue;
-    Tensor ug = ug_all.row_range(0, m), y = y_all.row_range(0, m);
-    be_.gather_rows(xu_, r.tokens.row_range(r0, r1), ug);
-    const Tensor w_i = w_enc_->value.row_range(i * n_, (i + 1) * n_);
-    const float om = omega_ ? omega_host_[i] : 0.f;
-    // (1 + omega_i) W_i u  -  omega_i L_i u     (Eq. 2.5 as a correction; omega = 0 without Feature Scaling)
-    be_.gemm(false, true, 1.f + om, ug, w_i, 0.f, y);
-    if (fs == FeatureScaling::Mean || fs == FeatureScaling::Reference) {
-      Tensor s = s_all.row_range(0, m);  // s = u . a_i (rank-1 correction)
-      be_.gemm(false, true, 1.f, ug, lowpass_.row_range(i, i + 1), 0.f, s);
-      be_.gemm(false, false, -om, s, ones_n_, 1.f, y);
-    } else if (fs == FeatureScaling::Identity) {
-      const int64_t c = std::min<int64_t>(n_, d);
-      be_.axpy(-om, ug.col_range(0, c), y.col_range(0, c));
-    } else if (fs == FeatureScaling::Learned) {
-      be_.gemm(false, true, -om, ug, a_lp_->value.row_range(i * n_, (i + 1) * n_), 1.f, y);
-    }
-    if (b_enc_) be_.add_row_vector(y, b_enc_->value.row_range(i * n_, (i + 1) * n_), 1.f);
-    be_.relu(y);
-    be_.scatter_rows(y, r.cand_rows.row_range(r0, r1), cand);
+  // The (token, slot) entries grouped by expert: expert i's are rows [offsets[i], offsets[i+1]) of ug and y.
+  const int64_t M = r.offsets[el_];
+  if (M == 0) return cand;
+  Tensor ug = be_.empty(M, d), y = be_.empty(M, n_);
+  be_.gather_rows(xu_, r.tokens.row_range(0, M), ug);
+  std::vector<float> scale(el_, 1.f), neg_omega(el_, 0.f);  // 1 + omega_i and -omega_i (omega = 0 without FS)
+  for (int i = 0; i < el_ && omega_; ++i) {
+    scale[i] = 1.f + omega_host_[i];
+    neg_omega[i] = -omega_host_[i];
   }
+  // (1 + omega_i) W_i u  -  omega_i L_i u     (Eq. 2.5 as a correction), every expert's block in one product
+  be_.grouped_gemm(true, ug, w_enc_->value, n_, r.offsets, scale, 0.f, y);
+  if (fs == FeatureScaling::Mean || fs == FeatureScaling::Reference) {
+    Tensor s = be_.empty(M, 1);  // s = u . a_i, then the rank-1 correction -omega_i s 1^T
+    be_.grouped_gemm(true, ug, lowpass_, 1, r.offsets, std::vector<float>(el_, 1.f), 0.f, s);
+    be_.grouped_gemm(false, s, ones_n_, 0, r.offsets, neg_omega, 1.f, y);
+  } else if (fs == FeatureScaling::Identity) {
+    const int64_t c = std::min<int64_t>(n_, d);
+    be_.axpy_groups(neg_omega, r.offsets, ug.col_range(0, c), y.col_range(0, c));
+  } else if (fs == FeatureScaling::Learned) {
+    be_.grouped_gemm(true, ug, a_lp_->value, n_, r.offsets, neg_omega, 1.f, y);
+  }
+  if (b_enc_) be_.add_group_rows(y, r.offsets, b_enc_->value.reshape(el_, n_), 1.f);
+  be_.relu(y);
+  be_.scatter_rows(y, r.cand_rows.row_range(0, M), cand);
   return cand;
 }
 
@@ -274,9 +270,7 @@ void MoeSae::feature_scaling_backward(const Tensor& dpre, const Tensor& entry_ex
       g_mean = be_.empty(E, d);
       be_.gemm(false, false, 1.f, g_a, a_ref_->value, 0.f, g_mean);
     }
-    for (int i = 0; i < E; ++i)  // mean_i = (1/n) sum of expert i's rows
-      be_.add_row_vector(w_enc_->grad.row_range(i * n_, (i + 1) * n_), g_mean.row_range(i, i + 1).flatten(),
-                         1.f / float(n_));
+    be_.add_group_rows(w_enc_->grad, expert_blocks_, g_mean, 1.f / float(n_));  // mean_i = (1/n) sum of W_i's rows
   } else if (fs == FeatureScaling::Identity) {
     be_.identity_lowpass_outer_add(neg, ids, n_, du);
   } else {

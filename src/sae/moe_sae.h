@@ -1,6 +1,6 @@
 // moesae models: the Mixture-of-Experts SAEs.
 //  - Scale SAE (Section 2.2): route each token to its top-e experts, compute ONLY those experts' encoders
-//    (tokens grouped by expert, one GEMM per expert), global Top-K over the e*n candidates (Eq. 2.3; ties to the
+//    (tokens grouped by expert, one grouped GEMM over the experts), global Top-K over the e*n candidates (Eq. 2.3; ties to the
 //    smaller global latent id), x^ = sum_{i in T} w_i W_dec,i z_i + b_pre (Eq. 2.4), load balancing (Eq. 2.2),
 //    and Feature Scaling W^_i = L_i + (1 + omega_i)(W_i - L_i) (Eq. 2.5, Appendix C) applied as a correction
 //    W^_i u = (1 + omega_i) W_i u - omega_i L_i u, never materialising W^_i.
@@ -45,6 +45,7 @@ class MoeSae final : public Sae {
   Param *w_enc_, *b_enc_ = nullptr, *w_dec_, *b_pre_;
   Param *omega_ = nullptr, *a_ref_ = nullptr, *a_lp_ = nullptr;
   Tensor ones_n_;  // [1, n] of ones (rank-1 updates)
+  std::vector<int64_t> expert_blocks_;  // i * n for i = 0 .. el_: each local expert's rows of W_enc (grouped ops)
   // Forward state for backward. Origin side: this rank's tokens.
   Tensor x_, u_;
   Routing routing_;

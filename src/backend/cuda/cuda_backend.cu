@@ -51,8 +51,18 @@ struct StreamOwner {
   int* error = nullptr;
   void* staging = nullptr;  // pinned host memory: the error word's copy, then what a round trip reads back
   size_t staging_bytes = 0;
+  // Pinned ring for small uploads (group offsets, pointer lists): two halves, each reused only after the copies
+  // issued from it have run (the event recorded when it was left).
+  char* ring = nullptr;
+  size_t ring_head = 0;
+  int ring_half = 0;
+  cudaEvent_t ring_left[2] = {nullptr, nullptr};
+  bool ring_used[2] = {false, false};
   ~StreamOwner() {
     if (stream) cudaStreamSynchronize(stream);
+    for (cudaEvent_t e : ring_left)
+      if (e) cudaEventDestroy(e);
+    if (ring) cudaFreeHost(ring);
     if (staging) cudaFreeHost(staging);
     if (error) cudaFree(error);
     if (stream) cudaStreamDestroy(stream);
@@ -68,7 +78,7 @@ void to_bf16(const cuda::Ctx& ctx, const Tensor& t, __nv_bfloat16* out) {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(const CudaOptions& opt) : precision_(opt.precision) {
+  explicit CudaBackend(const CudaOptions& opt) : precision_(opt.precision), per_group_gemm_(opt.per_group_gemm) {
     std::string why;
     const auto devices = cuda::list_devices(&why);
     if (devices.empty()) fail("backend 'cuda': no usable CUDA device (", why, ")");
@@ -455,6 +465,99 @@ class CudaBackend final : public Backend {
     });
   }
 
+  // ---- grouped rows: one or two launches for all the groups (public here: nvcc's device lambdas need it) ------
+  void grouped_gemm_impl(bool tb, const Tensor& a, const Tensor& b, int64_t b_rows,
+                         const std::vector<int64_t>& offsets, const std::vector<float>& alpha, float beta,
+                         Tensor c) override {
+    on_device(a, "grouped_gemm");
+    on_device(b, "grouped_gemm");
+    on_device(c, "grouped_gemm");
+    const int64_t k = a.cols(), n = c.cols();
+    // bf16 (inputs converted per product), an empty inner dimension, or a cuBLAS without the grouped product for
+    // this precision: one gemm per group.
+    if (per_group_gemm_ || precision_ == GemmPrecision::BF16 || k == 0 || n == 0)
+      return Backend::grouped_gemm_impl(tb, a, b, b_rows, offsets, alpha, beta, c);
+    // Row-major c_i = a_i op(b_i) is column-major c_i^T = op(b_i)^T a_i^T, as in gemm(): cuBLAS's "A" is our b_i.
+    std::vector<cublasOperation_t> op_b, op_a;
+    std::vector<int> ms, ns, ks, ldbs, ldas, ldcs, sizes;
+    std::vector<float> alphas, betas;
+    std::vector<const void*> pb, pa;
+    std::vector<void*> pc;
+    for (size_t i = 0; i + 1 < offsets.size(); ++i) {
+      const int64_t r0 = offsets[i], m = offsets[i + 1] - r0;
+      if (m == 0) continue;
+      const Tensor bi = b_rows == 0 ? b : b.row_range(int64_t(i) * b_rows, int64_t(i + 1) * b_rows);
+      op_b.push_back(tb ? CUBLAS_OP_T : CUBLAS_OP_N);
+      op_a.push_back(CUBLAS_OP_N);
+      ms.push_back(int(n));
+      ns.push_back(int(m));
+      ks.push_back(int(k));
+      ldbs.push_back(int(ld_of(bi)));
+      ldas.push_back(int(ld_of(a)));
+      ldcs.push_back(int(ld_of(c)));
+      sizes.push_back(1);
+      alphas.push_back(alpha[i]);
+      betas.push_back(beta);
+      pb.push_back(bi.data<float>());
+      pa.push_back(a.data<float>() + r0 * ld_of(a));
+      pc.push_back(c.data<float>() + r0 * ld_of(c));
+    }
+    const int groups = int(sizes.size());
+    if (groups == 0) return;
+    cuda::Scratch<const void*> dpb(ctx_, groups), dpa(ctx_, groups);  // cuBLAS reads the pointer lists on device
+    cuda::Scratch<void*> dpc(ctx_, groups);
+    upload_small(pb, dpb.get());
+    upload_small(pa, dpa.get());
+    upload_small(pc, dpc.get());
+    const cublasStatus_t st = cublasGemmGroupedBatchedEx(
+        blas_, op_b.data(), op_a.data(), ms.data(), ns.data(), ks.data(), alphas.data(), dpb.get(), CUDA_R_32F,
+        ldbs.data(), dpa.get(), CUDA_R_32F, ldas.data(), betas.data(), dpc.get(), CUDA_R_32F, ldcs.data(), groups,
+        sizes.data(),
+        precision_ == GemmPrecision::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F);
+    if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
+      spdlog::warn("cuda backend: this cuBLAS has no grouped GEMM for gemm_precision {}; one product per group",
+                   gemm_precision_name(precision_));
+      per_group_gemm_ = true;
+      return Backend::grouped_gemm_impl(tb, a, b, b_rows, offsets, alpha, beta, c);
+    }
+    MOESAE_CUBLAS(st);
+  }
+  void sum_group_rows_impl(const Tensor& a, const std::vector<int64_t>& offsets, float alpha, Tensor out) override {
+    const int64_t G = int64_t(offsets.size()) - 1;
+    cuda::Scratch<int64_t> off(ctx_, G + 1);
+    upload_small(offsets, off.get());
+    cuda::group_column_sums(ctx_, dev_mat<const float>(a, "sum_group_rows"), off.get(), G, alpha,
+                            dev_mat<float>(out, "sum_group_rows"));
+  }
+  void add_group_rows_impl(Tensor a, const std::vector<int64_t>& offsets, const Tensor& v, float alpha) override {
+    const int64_t G = int64_t(offsets.size()) - 1, r0 = offsets.front(), rows = offsets.back() - r0;
+    cuda::Scratch<int64_t> off(ctx_, G + 1);
+    upload_small(offsets, off.get());
+    auto ma = dev_mat<float>(a, "add_group_rows");
+    auto mv = dev_mat<const float>(v, "add_group_rows");
+    const int64_t* po = off.get();
+    cuda::for_each_2d(ctx_, rows, ma.cols, [=] __device__(int64_t i, int64_t col) {
+      const int64_t r = r0 + i;
+      ma.at(r, col) += alpha * mv.at(cuda::group_of(po, G, r), col);
+    });
+  }
+  void axpy_groups_impl(const std::vector<float>& alpha, const std::vector<int64_t>& offsets, const Tensor& x,
+                        Tensor y) override {
+    const int64_t G = int64_t(offsets.size()) - 1, r0 = offsets.front(), rows = offsets.back() - r0;
+    cuda::Scratch<int64_t> off(ctx_, G + 1);
+    cuda::Scratch<float> al(ctx_, G);
+    upload_small(offsets, off.get());
+    upload_small(alpha, al.get());
+    auto mx = dev_mat<const float>(x, "axpy_groups");
+    auto my = dev_mat<float>(y, "axpy_groups");
+    const int64_t* po = off.get();
+    const float* pa = al.get();
+    cuda::for_each_2d(ctx_, rows, my.cols, [=] __device__(int64_t i, int64_t col) {
+      const int64_t r = r0 + i;
+      my.at(r, col) += pa[cuda::group_of(po, G, r)] * mx.at(r, col);
+    });
+  }
+
   // ---- mixture-of-experts routing -------------------------------------------------------------------------------
   ExpertGroups group_by_expert(const Tensor& experts, int num_experts) override {
     const int64_t B = experts.rows(), e = experts.cols(), n = B * e;
@@ -598,6 +701,40 @@ class CudaBackend final : public Backend {
     MOESAE_CUDA(cudaMemcpy2DAsync(dst.data<float>(), size_t(dst.ld()) * 4, src.data<float>(), size_t(src.ld()) * 4,
                                   size_t(src.cols()) * 4, size_t(src.rows()), kind, ctx_.stream));
   }
+  // A small host array copied to device memory `dst` without waiting: staged in the pinned ring, then an
+  // asynchronous copy on the stream (the host array may go as soon as this returns).
+  template <typename T>
+  void upload_small(const std::vector<T>& v, T* dst) {
+    const size_t bytes = v.size() * sizeof(T);
+    if (bytes == 0) return;
+    void* src = ring_reserve(bytes);
+    std::memcpy(src, v.data(), bytes);
+    MOESAE_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx_.stream));
+  }
+  void* ring_reserve(size_t bytes) {
+    constexpr size_t kHalf = size_t(1) << 20;
+    StreamOwner& o = *owner_;
+    bytes = (bytes + 255) / 256 * 256;
+    MOESAE_CHECK(bytes <= kHalf, "cuda backend: a small upload of ", bytes, " bytes (at most ", kHalf, ")");
+    if (!o.ring) {
+      MOESAE_CUDA(cudaMallocHost(reinterpret_cast<void**>(&o.ring), 2 * kHalf));
+      for (cudaEvent_t& e : o.ring_left) MOESAE_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    }
+    if (o.ring_head + bytes > size_t(o.ring_half + 1) * kHalf) {  // this half is full: on to the other one
+      MOESAE_CUDA(cudaEventRecord(o.ring_left[o.ring_half], ctx_.stream));
+      o.ring_used[o.ring_half] = true;
+      o.ring_half ^= 1;
+      if (o.ring_used[o.ring_half]) {  // its copies were issued a whole half ago: normally long done
+        if (cudaEventQuery(o.ring_left[o.ring_half]) == cudaErrorNotReady) ++host_waits_;
+        MOESAE_CUDA(cudaEventSynchronize(o.ring_left[o.ring_half]));
+      }
+      o.ring_head = size_t(o.ring_half) * kHalf;
+    }
+    void* p = o.ring + o.ring_head;
+    o.ring_head += bytes;
+    return p;
+  }
+
   // The one way the host waits for the device: copies `bytes` of device memory (if any) and the device error word
   // into the pinned staging buffer, synchronises the stream once and returns the staged copy of `src` (valid
   // until the next wait). An index out of range inside a kernel (a bug above this layer) is reported here.
@@ -632,6 +769,7 @@ class CudaBackend final : public Backend {
   cublasHandle_t blas_ = nullptr;
   std::string name_;
   int64_t host_waits_ = 0;
+  bool per_group_gemm_ = false;  // grouped_gemm as one cuBLAS call per group (CudaOptions, or no grouped product)
 };
 
 }  // namespace

@@ -18,6 +18,9 @@ namespace moesae {
 struct CudaOptions {
   int device = -1;  // -1: the local rank (OMPI/SLURM/MPI env vars) modulo the visible devices, else 0
   GemmPrecision precision = GemmPrecision::FP32;  // see backend.h
+  // grouped_gemm as one cuBLAS product per group instead of cublasGemmGroupedBatchedEx (the tests compare the two;
+  // bf16 always takes this path).
+  bool per_group_gemm = false;
 };
 
 // True when this binary was built with CUDA and a CUDA device is visible; `why` receives the reason otherwise.

@@ -19,6 +19,19 @@ void count_nonzero_partials(const Ctx& ctx, Mat<const int32_t> x, double* partia
 double add_partials(const double* partial, int blocks);
 // out[j] = sum_i a[i,j] (or a[i,j]^2), in double, rows added in a fixed chunked order; out is a device array.
 void column_sums(const Ctx& ctx, Mat<const float> a, bool squares, double* out);
+// out[g, c] = alpha * sum of a[r, c] over the rows r in [offsets[g], offsets[g+1]) (device offsets, G + 1 of them),
+// in double, rows in order.
+void group_column_sums(const Ctx& ctx, Mat<const float> a, const int64_t* offsets, int64_t G, float alpha,
+                       Mat<float> out);
+// The group of row r: the g with offsets[g] <= r < offsets[g+1] (r within [offsets[0], offsets[G])).
+__device__ inline int64_t group_of(const int64_t* offsets, int64_t G, int64_t r) {
+  int64_t lo = 0, hi = G;  // the last g in [0, G) with offsets[g] <= r
+  while (hi - lo > 1) {
+    const int64_t mid = (lo + hi) / 2;
+    if (offsets[mid] <= r) lo = mid; else hi = mid;
+  }
+  return lo;
+}
 // Row-wise operations, one warp per row (lanes stride the columns, a fixed shuffle tree adds them).
 void row_squared_error(const Ctx& ctx, Mat<const float> a, Mat<const float> b, float* out);
 void softmax_rows(const Ctx& ctx, Mat<const float> logits, Mat<float> probs);

@@ -121,6 +121,16 @@ void column_sums(const Ctx& ctx, Mat<const float> a, bool squares, double* out) 
   });
 }
 
+void group_column_sums(const Ctx& ctx, Mat<const float> a, const int64_t* offsets, int64_t G, float alpha,
+                       Mat<float> out) {
+  if (G == 0 || a.cols == 0) return;
+  for_each_2d(ctx, G, a.cols, [=] __device__(int64_t g, int64_t c) {
+    double s = 0;
+    for (int64_t r = offsets[g]; r < offsets[g + 1]; ++r) s += a.at(r, c);
+    out.at(g, c) = static_cast<float>(double(alpha) * s);
+  });
+}
+
 void row_squared_error(const Ctx& ctx, Mat<const float> a, Mat<const float> b, float* out) {
   for_each_row_warp(ctx, a.rows, [=] __device__(int64_t r, int lane) {
     double s = 0;
