@@ -126,7 +126,16 @@ class CudaBackend final : public Backend {
   void upload(const Tensor& src, Tensor dst) override {
     MOESAE_CHECK(src.device() == Device::CPU, "upload: the source is not a host tensor");
     on_device(dst, "upload");
-    copy2d(src, dst, cudaMemcpyHostToDevice);
+    check_same_shape(src, dst, "upload");
+    const size_t bytes = size_t(src.numel()) * 4;
+    if (bytes > 0 && bytes <= kSmallUpload && src.contiguous() && dst.contiguous()) {
+      // Small (a router gradient, per-expert scalars): through the pinned ring, so that the copy never waits.
+      void* staged = ring_reserve(bytes);
+      std::memcpy(staged, src.data<float>(), bytes);
+      MOESAE_CUDA(cudaMemcpyAsync(dst.data<float>(), staged, bytes, cudaMemcpyHostToDevice, ctx_.stream));
+      return;
+    }
+    copy2d(src, dst, cudaMemcpyHostToDevice);  // pageable: the driver may wait for the stream
   }
   void download(const Tensor& src, Tensor dst) override {
     on_device(src, "download");
@@ -711,6 +720,7 @@ class CudaBackend final : public Backend {
     std::memcpy(src, v.data(), bytes);
     MOESAE_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx_.stream));
   }
+  static constexpr size_t kSmallUpload = size_t(64) << 10;
   void* ring_reserve(size_t bytes) {
     constexpr size_t kHalf = size_t(1) << 20;
     StreamOwner& o = *owner_;

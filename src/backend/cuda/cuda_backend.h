@@ -3,9 +3,12 @@
 //
 // Device memory comes from plain stream-ordered allocations (cudaMallocAsync on the backend's stream, returned
 // to the device's memory pool when a tensor dies), never managed memory. Every operation is issued on one
-// stream; the only host round trips are downloads, the reductions returned to the host (sum, count_positive,
-// threshold_mask) and group_by_expert's per-expert counts. Operations are deterministic run to run (fixed
-// reduction orders; sorts are stable); results agree with the CPU reference to float rounding (exactly for
+// stream; the host waits for it only where data comes back (downloads, reduce_many and the single reductions,
+// threshold_mask, group_by_expert's per-expert counts), once per such call with the device error word read in
+// the same wait (host_waits() counts them). Small host arrays (group offsets, cuBLAS pointer lists, small
+// uploads) go through a pinned ring with asynchronous copies, never a wait. The grouped operations take a few
+// launches for all groups (cublasGemmGroupedBatchedEx for grouped_gemm). Operations are deterministic run to run
+// (fixed reduction orders; sorts are stable); results agree with the CPU reference to float rounding (exactly for
 // selections, ids and integer outputs).
 #pragma once
 #include <memory>
