@@ -687,6 +687,15 @@ TEST_P(Parity, GemmAllTransposesStridedAndBeta) {
   }
 }
 
+namespace {
+
+// Groups with empty members, a one-row group, and rows outside every group (before the first and after the last).
+const std::vector<int64_t> kGroupOffsets = {3, 3, 20, 57, 57, 58, 101};
+constexpr int64_t kGroupRows = 110, kGroups = 6;
+const std::vector<float> kGroupAlpha = {1.5f, -0.25f, 1.f, 0.75f, 2.f, -1.f};
+
+}  // namespace
+
 // TF32 and BF16 tensor-core GEMMs land near the FP32 reference (CUDA only: the CPU backend has no such modes).
 TEST_P(Parity, GemmReducedPrecisionCuda) {
   if (!cuda()) GTEST_SKIP() << "GEMM precision modes exist only on the CUDA backend";
@@ -710,19 +719,17 @@ TEST_P(Parity, GemmReducedPrecisionCuda) {
               << gemm_precision_name(precision) << " gemm m=" << s.m << " n=" << s.n << " k=" << s.k << " ta=" << ta
               << " tb=" << tb;
         }
+    // The grouped product (the experts' encoders: d = 768, n = 384) in the same precision.
+    Tensor ha = randn(kGroupRows, 768, seed()), hw = randn(kGroups * 384, 768, seed());
+    Tensor want = ref().zeros(kGroupRows, 384), c = low->zeros(kGroupRows, 384);
+    ref().grouped_gemm(true, ha, hw, 384, kGroupOffsets, kGroupAlpha, 0.f, want);
+    low->grouped_gemm(true, low->from_host(ha), low->from_host(hw), 384, kGroupOffsets, kGroupAlpha, 0.f, c);
+    EXPECT_TRUE(compare_frobenius(want, low->to_host(c), tol)) << gemm_precision_name(precision) << " grouped_gemm";
   }
 }
 
 // ---- grouped rows ---------------------------------------------------------------------------------------------
 
-namespace {
-
-// Groups with empty members, a one-row group, and rows outside every group (before the first and after the last).
-const std::vector<int64_t> kGroupOffsets = {3, 3, 20, 57, 57, 58, 101};
-constexpr int64_t kGroupRows = 110, kGroups = 6;
-const std::vector<float> kGroupAlpha = {1.5f, -0.25f, 1.f, 0.75f, 2.f, -1.f};
-
-}  // namespace
 
 // The four grouped operations in the shapes the experts' encoder uses them: per-group transposed blocks of b (the
 // encoder W_i), one row per group (the low-pass vectors), a shared b (the rank-1 correction), per-group column
@@ -778,29 +785,6 @@ TEST_P(Parity, GroupedRowOperations) {
   EXPECT_THROW(be().axpy_groups({1.f}, {0, 200}, a.test, y2.test), Error) << "a group beyond the rows";
   EXPECT_THROW(be().grouped_gemm(true, a.test, v.test, 1, kGroupOffsets, {1.f}, 0.f, y2.test), Error)
       << "one alpha for six groups";
-}
-
-// The grouped product in TF32 and BF16 lands near the FP32 reference, as gemm does (CUDA only).
-TEST_P(Parity, GroupedGemmReducedPrecisionCuda) {
-  if (!cuda()) GTEST_SKIP() << "GEMM precision modes exist only on the CUDA backend";
-  for (auto [precision, tol] : {std::pair<GemmPrecision, double>{GemmPrecision::TF32, 2e-3},
-                                {GemmPrecision::BF16, 1e-2}}) {
-    CudaOptions o;
-    o.precision = precision;
-    auto low = make_cuda_backend(o);
-    const int64_t d = 768, n = 384;
-    Tensor ha = randn(kGroupRows, d, seed()), hw = randn(kGroups * n, d, seed());
-    Tensor want = host_tensor(kGroupRows, n), got;
-    {
-      Tensor c = ref().zeros(kGroupRows, n);
-      ref().grouped_gemm(true, ha, hw, n, kGroupOffsets, kGroupAlpha, 0.f, c);
-      want = ref().to_host(c);
-    }
-    Tensor c = low->zeros(kGroupRows, n);
-    low->grouped_gemm(true, low->from_host(ha), low->from_host(hw), n, kGroupOffsets, kGroupAlpha, 0.f, c);
-    got = low->to_host(c);
-    EXPECT_TRUE(compare_frobenius(want, got, tol)) << "grouped_gemm " << gemm_precision_name(precision);
-  }
 }
 
 // ---- softmax and selection ------------------------------------------------------------------------------------
