@@ -760,6 +760,9 @@ int main(int argc, char** argv) {
   // 5. The PyTorch peer on the same GPU, same activations, median step; fp32 and tf32 matmul modes.
   std::map<std::string, PeerResult> peer;
   if (!no_torch) {
+    // Our backends are gone by now; hand their pool's cached blocks back to the driver for PyTorch's process.
+    cudaMemPool_t pool;
+    if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) cudaMemPoolTrimTo(pool, 0);
     const std::string script = find_torch_script(torch_script);
     const std::string acts_path = "/tmp/moesae_bench_cuda_acts." + std::to_string(::getpid()) + ".f32";
     const std::string err_path = "/tmp/moesae_bench_cuda_torch." + std::to_string(::getpid()) + ".err";

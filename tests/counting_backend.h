@@ -1,7 +1,8 @@
 // A Backend that forwards every call to another one and counts them: the operations a model issues per step (on
-// the CUDA backend each is one or a few kernel launches) and the calls that bring data back to the host (on CUDA
-// each is one wait for the device: download, reduce_many, group_by_expert, threshold_mask). It lets CPU-only tests
-// check what a GPU step costs in launches and round trips without a GPU.
+// the CUDA backend each is one or a few kernel launches; a grouped product that falls back to one cuBLAS call per
+// group, as bf16 or unaligned operands do, is more) and the calls that bring data back to the host (on CUDA each is
+// one wait for the device: download, reduce_many, group_by_expert, threshold_mask). It lets CPU-only tests check
+// what the models ask of a GPU per step without a GPU.
 #pragma once
 #include <map>
 #include <string>

@@ -725,6 +725,13 @@ TEST_P(Parity, GemmReducedPrecisionCuda) {
     ref().grouped_gemm(true, ha, hw, 384, kGroupOffsets, kGroupAlpha, 0.f, want);
     low->grouped_gemm(true, low->from_host(ha), low->from_host(hw), 384, kGroupOffsets, kGroupAlpha, 0.f, c);
     EXPECT_TRUE(compare_frobenius(want, low->to_host(c), tol)) << gemm_precision_name(precision) << " grouped_gemm";
+    // One row of b per group into a one-column c (ld 1: unaligned blocks, the per-group path).
+    Tensor hl = randn(kGroups, 768, seed());
+    Tensor want1 = ref().zeros(kGroupRows, 1), c1 = low->zeros(kGroupRows, 1);
+    ref().grouped_gemm(true, ha, hl, 1, kGroupOffsets, kGroupAlpha, 0.f, want1);
+    low->grouped_gemm(true, low->from_host(ha), low->from_host(hl), 1, kGroupOffsets, kGroupAlpha, 0.f, c1);
+    EXPECT_TRUE(compare_frobenius(want1, low->to_host(c1), tol))
+        << gemm_precision_name(precision) << " grouped_gemm into one column";
   }
 }
 
@@ -737,17 +744,23 @@ TEST_P(Parity, GemmReducedPrecisionCuda) {
 TEST_P(Parity, GroupedRowOperations) {
   const int64_t d = 37, n = 19;
   Twin a = twin(randn(kGroupRows, d, seed()), 2);
-  // c = a op(b) by groups on `test` (a tensor of be()'s: the other CUDA backend waits for be()'s stream first).
-  auto gemm_case = [&](Backend& test, bool tb, const Twin& b, int64_t b_rows, int64_t cols, float beta,
-                       const std::string& what) {
-    Twin c = twin(randn(kGroupRows, cols, seed()), 1);  // rows outside the groups must keep these values
-    ref().grouped_gemm(tb, a.ref, b.ref, b_rows, kGroupOffsets, kGroupAlpha, beta, c.ref);
+  // c = x op(b) by groups on `test` (be()'s tensors: the other CUDA backend waits for be()'s stream first).
+  auto gemm_case = [&](Backend& test, const Twin& x, bool tb, const Twin& b, int64_t b_rows, int64_t cols,
+                       int64_t c_pad, float beta, const std::string& what) {
+    // Rows outside the groups must keep these values. c_pad < 0: the first column of a [rows, -c_pad] buffer.
+    Twin c = twin(randn(kGroupRows, c_pad < 0 ? -c_pad : cols, seed()), std::max<int64_t>(c_pad, 0));
+    if (c_pad < 0) {
+      c.ref = c.ref.col_range(0, cols);
+      c.test = c.test.col_range(0, cols);
+    }
+    ref().grouped_gemm(tb, x.ref, b.ref, b_rows, kGroupOffsets, kGroupAlpha, beta, c.ref);
     be().synchronize();
-    test.grouped_gemm(tb, a.test, b.test, b_rows, kGroupOffsets, kGroupAlpha, beta, c.test);
+    test.grouped_gemm(tb, x.test, b.test, b_rows, kGroupOffsets, kGroupAlpha, beta, c.test);
     test.synchronize();
     expect_gemm_near(c, 1e-5, "grouped_gemm " + what + " beta " + std::to_string(beta));
   };
-  // The CUDA backend's grouped cuBLAS product, and its one-product-per-group path.
+  // The CUDA backend's grouped cuBLAS product (16-byte aligned operands: d, n multiples of 4, no padding), its
+  // fallback (odd widths and padding), and its one-product-per-group mode.
   std::vector<std::pair<std::string, Backend*>> backends = {{"", &be()}};
   std::unique_ptr<Backend> per_group;
   if (cuda()) {
@@ -757,13 +770,17 @@ TEST_P(Parity, GroupedRowOperations) {
     backends.push_back({" (per group)", per_group.get()});
   }
   for (auto& [label, test] : backends)
-    for (float beta : {0.f, 1.f, 0.5f}) {
-      Twin w = twin(randn(kGroups * n, d, seed()), 3), lp = twin(randn(kGroups, d, seed()));
-      Twin shared = twin(randn(d, n, seed()));
-      gemm_case(*test, true, w, n, n, beta, "a W_i^T" + label);
-      gemm_case(*test, true, lp, 1, 1, beta, "a l_i^T" + label);
-      gemm_case(*test, false, shared, 0, n, beta, "a B, one B for all" + label);
-    }
+    for (bool aligned : {true, false})
+      for (float beta : {0.f, 1.f, 0.5f}) {
+        const int64_t dd = aligned ? 40 : d, nn = aligned ? 20 : n, pad = aligned ? 0 : 3;
+        const std::string how = label + (aligned ? " aligned" : " odd widths, strided");
+        Twin x = aligned ? twin(randn(kGroupRows, dd, seed())) : a;
+        Twin w = twin(randn(kGroups * nn, dd, seed()), pad), lp = twin(randn(kGroups, dd, seed()), pad);
+        Twin shared = twin(randn(dd, nn, seed()), pad);
+        gemm_case(*test, x, true, w, nn, nn, aligned ? 0 : 1, beta, "x W_i^T" + how);
+        gemm_case(*test, x, true, lp, 1, 1, aligned ? -4 : 0, beta, "x l_i^T (c's rows 16 bytes apart)" + how);
+        gemm_case(*test, x, false, shared, 0, nn, aligned ? 0 : 1, beta, "x B, one B for all" + how);
+      }
 
   Twin sums = poisoned(kGroups, d);
   ref().sum_group_rows(a.ref, kGroupOffsets, 0.5f, sums.ref);

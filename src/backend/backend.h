@@ -125,8 +125,9 @@ class Backend {
   // ---- grouped rows (the experts' blocks) ----------------------------------------------------------------
   // Group i owns rows [offsets[i], offsets[i+1]) of the row-indexed operands (offsets: host, G + 1 entries, non-
   // decreasing, within the rows); rows outside every group are left alone. Each is the loop over the groups of
-  // the plain operation named beside it, with the same results: the CPU backend runs that loop, the CUDA backend
-  // a few launches in all instead of a few per group. Shapes are checked here; backends implement the *_impl.
+  // the plain operation named beside it: the CPU backend runs that loop (the same bits), the CUDA backend a few
+  // launches in all instead of a few per group (the same to rounding). Shapes are checked here; backends implement
+  // the *_impl.
   // c_i = alpha[i] a_i op(b_i) + beta c_i, with b_i = rows [i * b_rows, (i + 1) * b_rows) of b, or all of b when
   // b_rows == 0; op = transpose when trans_b.                                                          (gemm)
   void grouped_gemm(bool trans_b, const Tensor& a, const Tensor& b, int64_t b_rows,

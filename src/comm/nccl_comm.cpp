@@ -6,9 +6,12 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "comm/mpi_comm.h"
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 3)
@@ -61,9 +64,9 @@ class NcclComm final : public Communicator {
     ctl_.set_timeout(timeout_s_);
     MPI_Comm node;
     MPI_Comm_split_type(ctl_.mpi_comm(), MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node);
-    int local = 0;
+    int local = 0, node_size = 1;
     MPI_Comm_rank(node, &local);
-    MPI_Comm_free(&node);
+    MPI_Comm_size(node, &node_size);
 
     // Every rank must know whether all can proceed, else the healthy ones would wait in init for the broken one.
     std::string why;
@@ -72,12 +75,22 @@ class NcclComm final : public Communicator {
     if (ce != cudaSuccess || ndev == 0) {
       why = ce != cudaSuccess ? cudaGetErrorString(ce) : "no CUDA device";
       cudaGetLastError();
-    } else if (local >= ndev) {  // NCCL refuses two ranks on one GPU ("Duplicate GPU detected")
-      why = "it is rank " + std::to_string(local) + " on its node, which has " + std::to_string(ndev) +
-            " visible GPU(s): NCCL needs one GPU per rank (start fewer ranks per node)";
-    } else if ((ce = cudaSetDevice(local)) != cudaSuccess) {
+    } else if ((ce = cudaSetDevice(local % ndev)) != cudaSuccess) {  // as the CUDA backend picks its device
       why = std::string("cudaSetDevice: ") + cudaGetErrorString(ce);
     }
+    // NCCL refuses two ranks on one GPU ("Duplicate GPU detected"): compare the node's PCI bus ids (ranks that each
+    // see only their own GPU as device 0 are fine).
+    constexpr int kBusId = 32;
+    std::vector<char> bus(size_t(node_size) * kBusId, '\0');
+    if (why.empty() && cudaDeviceGetPCIBusId(bus.data() + size_t(local) * kBusId, kBusId, local % ndev) != cudaSuccess)
+      std::snprintf(bus.data() + size_t(local) * kBusId, kBusId, "unknown-%d", local);
+    MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, bus.data(), kBusId, MPI_CHAR, node);
+    MPI_Comm_free(&node);
+    for (int r = 0; r < node_size && why.empty(); ++r)
+      if (r != local && std::strncmp(bus.data() + size_t(r) * kBusId, bus.data() + size_t(local) * kBusId, kBusId) == 0)
+        why = "local ranks " + std::to_string(std::min(r, local)) + " and " + std::to_string(std::max(r, local)) +
+              " share GPU " + std::string(bus.data() + size_t(local) * kBusId) +
+              ": NCCL needs one GPU per rank (start fewer ranks per node, or make more GPUs visible)";
     ncclUniqueId id;
     std::memset(&id, 0, sizeof(id));
     if (rank_ == 0 && why.empty()) {

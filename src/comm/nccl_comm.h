@@ -2,9 +2,10 @@
 // found). UNTESTED: this machine has no GPU, so the code compiles and links but has never run a collective. Without
 // a GPU, constructing it fails with a clear error on every rank.
 //
-// - Bootstrap over MPI: local rank from MPI_Comm_split_type(SHARED), cudaSetDevice(local rank) (a node with more
-//   ranks than GPUs is refused: NCCL needs one GPU per rank), rank 0's ncclGetUniqueId broadcast over MPI, then a
-//   non-blocking ncclCommInitRankConfig polled to completion.
+// - Bootstrap over MPI: local rank from MPI_Comm_split_type(SHARED), cudaSetDevice(local rank % visible devices),
+//   as the CUDA backend picks its device (two ranks of a node on one GPU, by PCI bus id, are refused: NCCL needs one
+//   GPU per rank), rank 0's ncclGetUniqueId broadcast over MPI, then a non-blocking ncclCommInitRankConfig polled to
+//   completion.
 // - Buffers: the collectives run on the communicator's own non-blocking stream, which does not wait for other
 //   streams: the caller's device buffers must be complete (e.g. Backend::synchronize) before a call.
 // - all-to-all-v: counts exchanged over MPI on the host (they are host vectors anyway), then the payload as grouped

@@ -84,7 +84,9 @@ Tensor MoeSae::encode_candidates() {
   // (1 + omega_i) W_i u  -  omega_i L_i u     (Eq. 2.5 as a correction), every expert's block in one product
   be_.grouped_gemm(true, ug, w_enc_->value, n_, r.offsets, scale, 0.f, y);
   if (fs == FeatureScaling::Mean || fs == FeatureScaling::Reference) {
-    Tensor s = be_.empty(M, 1);  // s = u . a_i, then the rank-1 correction -omega_i s 1^T
+    // s = u . a_i, then the rank-1 correction -omega_i s 1^T. s's rows are 16 bytes apart (ld 4), so that every
+    // expert's block of it is aligned as the grouped GPU product wants.
+    Tensor s = be_.empty(M, 4).col_range(0, 1);
     be_.grouped_gemm(true, ug, lowpass_, 1, r.offsets, std::vector<float>(el_, 1.f), 0.f, s);
     be_.grouped_gemm(false, s, ones_n_, 0, r.offsets, neg_omega, 1.f, y);
   } else if (fs == FeatureScaling::Identity) {

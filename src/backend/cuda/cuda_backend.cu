@@ -108,15 +108,12 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     if (owner_ && owner_->stream) cudaStreamSynchronize(owner_->stream);
     if (blas_) cublasDestroy(blas_);
-    // Hand the pool's free blocks back to the driver (they are kept between steps, not after the backend).
-    cudaMemPool_t pool;
-    if (owner_ && cudaDeviceGetDefaultMemPool(&pool, owner_->device) == cudaSuccess) cudaMemPoolTrimTo(pool, 0);
   }
 
   Device device() const override { return Device::CUDA; }
   std::string name() const override { return name_; }
   void synchronize() override { wait_for_device(nullptr, 0); }
-  int64_t host_waits() const override { return host_waits_; }
+  int64_t host_waits() const override { return host_waits_; }  // (a large pageable upload may wait uncounted)
 
   // ---- memory -------------------------------------------------------------------------------------------------
   Tensor empty(int64_t rows, int64_t cols, DType dt) override {
@@ -513,6 +510,13 @@ class CudaBackend final : public Backend {
     }
     const int groups = int(sizes.size());
     if (groups == 0) return;
+    // The pointer-array products may assume 16-byte aligned operands (the fast compute types do): anything else
+    // (rows at odd offsets of a narrow matrix) takes one product per group.
+    auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    bool all_aligned = ld_of(a) % 4 == 0 && ld_of(c) % 4 == 0;
+    for (int g = 0; g < groups && all_aligned; ++g)
+      all_aligned = aligned(pa[g]) && aligned(pb[g]) && aligned(pc[g]) && ldbs[g] % 4 == 0;
+    if (!all_aligned) return Backend::grouped_gemm_impl(tb, a, b, b_rows, offsets, alpha, beta, c);
     cuda::Scratch<const void*> dpb(ctx_, groups), dpa(ctx_, groups);  // cuBLAS reads the pointer lists on device
     cuda::Scratch<void*> dpc(ctx_, groups);
     upload_small(pb, dpb.get());
@@ -535,7 +539,9 @@ class CudaBackend final : public Backend {
     const int64_t G = int64_t(offsets.size()) - 1;
     cuda::Scratch<int64_t> off(ctx_, G + 1);
     upload_small(offsets, off.get());
-    cuda::group_column_sums(ctx_, dev_mat<const float>(a, "sum_group_rows"), off.get(), G, alpha,
+    int64_t max_rows = 0;
+    for (int64_t g = 0; g < G; ++g) max_rows = std::max(max_rows, offsets[g + 1] - offsets[g]);
+    cuda::group_column_sums(ctx_, dev_mat<const float>(a, "sum_group_rows"), off.get(), G, max_rows, alpha,
                             dev_mat<float>(out, "sum_group_rows"));
   }
   void add_group_rows_impl(Tensor a, const std::vector<int64_t>& offsets, const Tensor& v, float alpha) override {
@@ -716,13 +722,17 @@ class CudaBackend final : public Backend {
   void upload_small(const std::vector<T>& v, T* dst) {
     const size_t bytes = v.size() * sizeof(T);
     if (bytes == 0) return;
+    if (bytes > kRingHalf) {  // not small after all: a pageable copy (the driver may wait for the stream)
+      MOESAE_CUDA(cudaMemcpyAsync(dst, v.data(), bytes, cudaMemcpyHostToDevice, ctx_.stream));
+      return;
+    }
     void* src = ring_reserve(bytes);
     std::memcpy(src, v.data(), bytes);
     MOESAE_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx_.stream));
   }
-  static constexpr size_t kSmallUpload = size_t(64) << 10;
+  static constexpr size_t kSmallUpload = size_t(64) << 10, kRingHalf = size_t(1) << 20;
   void* ring_reserve(size_t bytes) {
-    constexpr size_t kHalf = size_t(1) << 20;
+    constexpr size_t kHalf = kRingHalf;
     StreamOwner& o = *owner_;
     bytes = (bytes + 255) / 256 * 256;
     MOESAE_CHECK(bytes <= kHalf, "cuda backend: a small upload of ", bytes, " bytes (at most ", kHalf, ")");

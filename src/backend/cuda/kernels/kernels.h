@@ -19,10 +19,10 @@ void count_nonzero_partials(const Ctx& ctx, Mat<const int32_t> x, double* partia
 double add_partials(const double* partial, int blocks);
 // out[j] = sum_i a[i,j] (or a[i,j]^2), in double, rows added in a fixed chunked order; out is a device array.
 void column_sums(const Ctx& ctx, Mat<const float> a, bool squares, double* out);
-// out[g, c] = alpha * sum of a[r, c] over the rows r in [offsets[g], offsets[g+1]) (device offsets, G + 1 of them),
-// in double, rows in order.
-void group_column_sums(const Ctx& ctx, Mat<const float> a, const int64_t* offsets, int64_t G, float alpha,
-                       Mat<float> out);
+// out[g, c] = alpha * sum of a[r, c] over the rows r in [offsets[g], offsets[g+1]) (device offsets, G + 1 of them;
+// max_rows: the largest group), in double, in a fixed order (row chunks, then the chunks in order).
+void group_column_sums(const Ctx& ctx, Mat<const float> a, const int64_t* offsets, int64_t G, int64_t max_rows,
+                       float alpha, Mat<float> out);
 // The group of row r: the g with offsets[g] <= r < offsets[g+1] (r within [offsets[0], offsets[G])).
 __device__ inline int64_t group_of(const int64_t* offsets, int64_t G, int64_t r) {
   int64_t lo = 0, hi = G;  // the last g in [0, G) with offsets[g] <= r

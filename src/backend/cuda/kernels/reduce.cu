@@ -121,12 +121,25 @@ void column_sums(const Ctx& ctx, Mat<const float> a, bool squares, double* out) 
   });
 }
 
-void group_column_sums(const Ctx& ctx, Mat<const float> a, const int64_t* offsets, int64_t G, float alpha,
-                       Mat<float> out) {
-  if (G == 0 || a.cols == 0) return;
-  for_each_2d(ctx, G, a.cols, [=] __device__(int64_t g, int64_t c) {
+void group_column_sums(const Ctx& ctx, Mat<const float> a, const int64_t* offsets, int64_t G, int64_t max_rows,
+                       float alpha, Mat<float> out) {
+  const int64_t cols = a.cols;
+  if (G == 0 || cols == 0) return;
+  // Phase 1: each group's rows in chunks of kChunkRows (chunk q of group g: partial (g, q, c), 0 past its rows);
+  // phase 2: the chunks of each group added in order.
+  const int64_t chunks = std::max<int64_t>(1, (max_rows + kChunkRows - 1) / kChunkRows);
+  Scratch<double> part(ctx, G * chunks * cols);
+  double* pp = part.get();
+  for_each(ctx, G * chunks * cols, [=] __device__(int64_t i) {
+    const int64_t c = i % cols, gq = i / cols, g = gq / chunks, q = gq % chunks;
+    const int64_t r0 = offsets[g] + q * kChunkRows, r1 = min(offsets[g + 1], r0 + kChunkRows);
     double s = 0;
-    for (int64_t r = offsets[g]; r < offsets[g + 1]; ++r) s += a.at(r, c);
+    for (int64_t r = r0; r < r1; ++r) s += a.at(r, c);
+    pp[i] = s;
+  });
+  for_each_2d(ctx, G, cols, [=] __device__(int64_t g, int64_t c) {
+    double s = 0;
+    for (int64_t q = 0; q < chunks; ++q) s += pp[(g * chunks + q) * cols + c];
     out.at(g, c) = static_cast<float>(double(alpha) * s);
   });
 }

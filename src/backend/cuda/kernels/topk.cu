@@ -11,6 +11,8 @@
 // Rows of up to kCachedCols columns are read from device memory once (their keys cached in shared memory).
 #include <cub/block/block_scan.cuh>
 
+#include <atomic>
+
 #include "backend/cuda/kernels/kernels.h"
 
 namespace moesae::cuda {
@@ -179,11 +181,11 @@ void launch(const Ctx& ctx, Mat<const float> x, int k, int p2, Mat<float> vals, 
   // The 48 KiB default covers static + dynamic shared memory: opt in, once per device, to all the device allows
   // (a host API call per launch costs microseconds).
   constexpr int kDevices = 64;
-  static bool opted_in[kDevices] = {};
-  if (ctx.device < 0 || ctx.device >= kDevices || !opted_in[ctx.device]) {
+  static std::atomic<bool> opted_in[kDevices] = {};  // setting it twice (two threads at once) is harmless
+  if (ctx.device < 0 || ctx.device >= kDevices || !opted_in[ctx.device].load()) {
     MOESAE_CUDA(cudaFuncSetAttribute(topk_kernel<THREADS, CACHE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      ctx.smem_optin - kStaticSmemAllowance));
-    if (ctx.device >= 0 && ctx.device < kDevices) opted_in[ctx.device] = true;
+    if (ctx.device >= 0 && ctx.device < kDevices) opted_in[ctx.device].store(true);
   }
   topk_kernel<THREADS, CACHE><<<unsigned(x.rows), THREADS, smem, ctx.stream>>>(x, k, p2, vals, idx, mask);
   MOESAE_LAUNCHED();
