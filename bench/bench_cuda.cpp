@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/counting_backend.h"
 #include "backend/cuda/cuda_backend.h"
 #include "bench_util.h"
 #include "train_step.h"
@@ -122,17 +123,20 @@ struct StepResult {
   std::string error;
   double median_tps = 0, best_tps = 0, median_ms = 0;
   double host_waits = 0;  // times one step waited for the device (Backend::host_waits), the timed steps' mean
+  double operations = 0;  // backend operations per step (CountingBackend): each one or a few kernel launches
 };
 
 // One full training step as bench_train_step and the trainer run it, `warmup` untimed then `steps` timed; each
 // timed step ends with be.synchronize() before the host clock is read.
-StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int warmup, Backend& be) {
+StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int warmup, Backend& device) {
   StepResult r;
+  CountingBackend be(device, false);  // a counter per call: nothing measurable beside a GPU step
   try {
     bench::StepModel model = bench::make_step_model(mc, acts, steps + warmup, be);
     auto one_step = [&]() { bench::train_step(model, be); };
     for (int i = 0; i < warmup; ++i) one_step();
     be.synchronize();
+    be.reset();
     std::vector<double> t;
     int64_t waits = 0;
     for (int i = 0; i < steps; ++i) {
@@ -144,6 +148,7 @@ StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int
       t.push_back(tm.seconds());
     }
     r.host_waits = double(waits) / std::max(steps, 1);
+    r.operations = double(be.operations()) / std::max(steps, 1);
     const double B = double(acts.rows());
     r.median_ms = 1e3 * median(t);
     r.median_tps = B / median(t);
@@ -722,9 +727,9 @@ int main(int argc, char** argv) {
       if (!r.ok)
         std::printf("[%s] %-32s FAILED: %s\n", p.c_str(), name, r.error.c_str());
       else
-        std::printf("[%s] %-32s %10.0f tokens/s (median step %.2f ms; best step %.0f tokens/s; %.0f host waits "
-                    "per step)\n",
-                    p.c_str(), name, r.median_tps, r.median_ms, r.best_tps, r.host_waits);
+        std::printf("[%s] %-32s %10.0f tokens/s (median step %.2f ms; best step %.0f tokens/s; per step %.0f "
+                    "backend operations, %.0f host waits)\n",
+                    p.c_str(), name, r.median_tps, r.median_ms, r.best_tps, r.operations, r.host_waits);
     };
     report("Scale SAE step (E=64,e=2,k=32,FS)", rs);
     report("TopK SAE step (F=24576,k=32)", rt);

@@ -12,12 +12,13 @@
 #include <memory>
 #include <vector>
 
+#include "backend/counting_backend.h"
 #include "bench_util.h"
-#include "train_step.h"
 #include "core/log.h"
 #include "core/profile.h"
 #include "sae/sae.h"
 #include "train/adam.h"
+#include "train_step.h"
 
 using namespace moesae;
 
@@ -27,12 +28,15 @@ struct StepResult {
   double tokens_per_s = 0;
   double encoder_gflops = 0;
   std::map<std::string, double> phase_share;
+  double operations = 0, read_backs = 0;  // backend calls per step, and those that return data to the host
 };
 
-StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int warmup, Backend& be) {
+StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int warmup, Backend& inner) {
+  CountingBackend be(inner, false);
   bench::StepModel model = bench::make_step_model(mc, acts, steps + warmup, be);
   auto one_step = [&]() { bench::train_step(model, be); };
   for (int i = 0; i < warmup; ++i) one_step();
+  be.reset();
   // The fastest of the timed steps (this VM shares its cores: the best step is the least disturbed one).
   double best = 1e30;
   std::map<std::string, double> best_phases;
@@ -49,6 +53,8 @@ StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int
   }
   profile::set_enabled(false);
   StepResult r;
+  r.operations = double(be.operations()) / std::max(steps, 1);
+  r.read_backs = double(be.round_trips()) / std::max(steps, 1);
   const double B = double(acts.rows());
   r.tokens_per_s = B / best;
   const double n = double(mc.dict_size) / mc.experts;
@@ -92,7 +98,7 @@ int main(int argc, char** argv) {
     std::printf("%-34s %10.0f tokens/s | encoder %.1f GFLOP/s = %.0f%% of sgemm peak | phases:", name, r.tokens_per_s,
                 r.encoder_gflops, 100.0 * r.encoder_gflops / peak);
     for (auto& [k, v] : r.phase_share) std::printf(" %s %.0f%%", k.c_str(), 100 * v);
-    std::printf("\n");
+    std::printf(" | %.0f backend operations, %.0f read-backs per step\n", r.operations, r.read_backs);
   };
   report("Scale SAE (E=64, e=2, k=32, FS)", rs);
   report("TopK SAE (F=24576, k=32)", rt);

@@ -5,14 +5,14 @@
 // and per model the routing counts, the router's mean probabilities, omega, the dead-latent count and AuxK.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <sstream>
 
 #include "../bench/train_step.h"
-#include "counting_backend.h"
+#include "backend/counting_backend.h"
 #include "sae_test_util.h"
 
 using namespace moesae;
-using moesae::testing::CountingBackend;
 
 namespace {
 
@@ -25,10 +25,12 @@ struct StepCount {
   std::string detail;  // operations by name, for failure messages
 };
 
-// The third training step of a fresh model on synthetic rows (the first ones may take one-time paths).
+// The third training step of a fresh model on synthetic rows (the first ones may take one-time paths), as a GPU
+// backend gets it (grouped operations over all the groups at once).
 StepCount count_step(const ModelConfig& mc) {
   auto cpu = make_cpu_backend(1);
   CountingBackend be(*cpu);
+  be.set_group_rows_per_call(0);
   const Tensor rows = moesae::testing::synthetic_rows(kBatch, kD, 256, 8, 6, 11);
   bench::StepModel model = bench::make_step_model(mc, rows, 10, be);
   for (int s = 0; s < 2; ++s) bench::train_step(model, be);
@@ -82,4 +84,27 @@ TEST(StepOperations, HostRoundTripsPerStep) {
   // Gated: statistics (with its sparsity and auxiliary terms in the same read back) and the gradient norm.
   EXPECT_EQ(count_step(moesae::testing::family_config(Arch::Gated, kD, kF, kK, 1, 1, kNeverDead)).round_trips,
             2);
+}
+
+// The CPU backend takes the experts a few at a time (group_rows_per_call), a GPU all at once: the same products per
+// expert either way, so training gives the same bits.
+TEST(StepOperations, ExpertRunsDoNotChangeTheResult) {
+  for (FeatureScaling fs : {FeatureScaling::Mean, FeatureScaling::Identity, FeatureScaling::Learned})
+    for (bool bias : {false, true}) {
+      const ModelConfig mc = moe(Arch::Scale, 16, fs, bias);
+      const Tensor rows = moesae::testing::synthetic_rows(kBatch, kD, 256, 8, 6, 11);
+      std::vector<Tensor> params[2];
+      for (int64_t rows_per_call : {int64_t(0), int64_t(40)}) {  // all experts at once; runs of about 40 rows
+        auto cpu = make_cpu_backend(1);
+        CountingBackend be(*cpu, false);
+        be.set_group_rows_per_call(rows_per_call);
+        bench::StepModel model = bench::make_step_model(mc, rows, 10, be);
+        for (int s = 0; s < 3; ++s) bench::train_step(model, be);
+        for (Param* p : model.sae->params().all()) params[rows_per_call ? 1 : 0].push_back(be.to_host(p->value));
+      }
+      ASSERT_EQ(params[0].size(), params[1].size());
+      for (size_t i = 0; i < params[0].size(); ++i)
+        EXPECT_EQ(0, std::memcmp(params[0][i].data<float>(), params[1][i].data<float>(), params[0][i].numel() * 4))
+            << "parameter " << i << " after 3 steps, feature_scaling " << int(fs) << " encoder_bias " << bias;
+    }
 }

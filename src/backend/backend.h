@@ -128,6 +128,10 @@ class Backend {
   // the plain operation named beside it: the CPU backend runs that loop (the same bits), the CUDA backend a few
   // launches in all instead of a few per group (the same to rounding). Shapes are checked here; backends implement
   // the *_impl.
+  // How many rows a model should hand a grouped operation at a time (0: all it has). The CUDA backend wants all
+  // the groups in one call (fewer launches); the CPU backend a cache's worth (the experts a few at a time), where a
+  // whole batch's temporaries would stream through memory.
+  virtual int64_t group_rows_per_call() const { return 0; }
   // c_i = alpha[i] a_i op(b_i) + beta c_i, with b_i = rows [i * b_rows, (i + 1) * b_rows) of b, or all of b when
   // b_rows == 0; op = transpose when trans_b.                                                          (gemm)
   void grouped_gemm(bool trans_b, const Tensor& a, const Tensor& b, int64_t b_rows,

@@ -67,38 +67,56 @@ void MoeSae::compute_lowpass_vectors() {
 
 Tensor MoeSae::encode_candidates() {
   const int64_t B = xu_.rows(), e = cfg_.active_experts, d = cfg_.d;
-  const FeatureScaling fs = cfg_.feature_scaling;
   const ExpertGroups& r = xgroups_;
   Tensor cand = be_.empty(B * e, n_);
   if (ex_) be_.fill(cand, -1.f);  // slots of experts held elsewhere
-  // The (token, slot) entries grouped by expert: expert i's are rows [offsets[i], offsets[i+1]) of ug and y.
-  const int64_t M = r.offsets[el_];
-  if (M == 0) return cand;
-  Tensor ug = be_.empty(M, d), y = be_.empty(M, n_);
-  be_.gather_rows(xu_, r.tokens.row_range(0, M), ug);
-  std::vector<float> scale(el_, 1.f), neg_omega(el_, 0.f);  // 1 + omega_i and -omega_i (omega = 0 without FS)
-  for (int i = 0; i < el_ && omega_; ++i) {
-    scale[i] = 1.f + omega_host_[i];
-    neg_omega[i] = -omega_host_[i];
+  // The (token, slot) entries grouped by expert (expert i's: rows [offsets[i], offsets[i+1])), encoded a run of
+  // experts at a time: as many rows as the backend wants in one grouped call (CUDA: all; CPU: a cache's worth).
+  const int64_t budget = be_.group_rows_per_call();
+  std::vector<int> runs = {0};  // experts [runs[j], runs[j+1])
+  int64_t max_rows = 0;
+  for (int i = 1; i <= el_; ++i)
+    if (i == el_ || (budget > 0 && r.offsets[i + 1] - r.offsets[runs.back()] > budget)) {
+      max_rows = std::max(max_rows, r.offsets[i] - r.offsets[runs.back()]);
+      runs.push_back(i);
+    }
+  if (max_rows == 0) return cand;
+  Tensor ug = be_.empty(max_rows, d), y = be_.empty(max_rows, n_);
+  Tensor s = be_.empty(max_rows, 4).col_range(0, 1);  // rows 16 bytes apart: the grouped GPU product wants aligned
+  for (size_t j = 0; j + 1 < runs.size(); ++j) encode_experts(runs[j], runs[j + 1], ug, y, s, cand);
+  return cand;
+}
+
+void MoeSae::encode_experts(int i0, int i1, Tensor ug_buf, Tensor y_buf, Tensor s_buf, Tensor cand) {
+  const ExpertGroups& r = xgroups_;
+  const FeatureScaling fs = cfg_.feature_scaling;
+  const int64_t r0 = r.offsets[i0], m = r.offsets[i1] - r0, d = cfg_.d, ne = i1 - i0;
+  if (m == 0) return;
+  std::vector<int64_t> offsets(ne + 1);  // the run's groups, rows counted from r0
+  std::vector<float> scale(ne, 1.f), neg_omega(ne, 0.f), ones(ne, 1.f);  // 1 + omega_i, -omega_i (0 without FS)
+  for (int64_t i = 0; i <= ne; ++i) offsets[i] = r.offsets[i0 + i] - r0;
+  for (int64_t i = 0; i < ne && omega_; ++i) {
+    scale[i] = 1.f + omega_host_[i0 + i];
+    neg_omega[i] = -omega_host_[i0 + i];
   }
-  // (1 + omega_i) W_i u  -  omega_i L_i u     (Eq. 2.5 as a correction), every expert's block in one product
-  be_.grouped_gemm(true, ug, w_enc_->value, n_, r.offsets, scale, 0.f, y);
+  const Tensor ug = ug_buf.row_range(0, m), y = y_buf.row_range(0, m);
+  auto expert_rows = [&](const Tensor& t) { return t.row_range(int64_t(i0) * n_, int64_t(i1) * n_); };
+  be_.gather_rows(xu_, r.tokens.row_range(r0, r0 + m), ug);
+  // (1 + omega_i) W_i u  -  omega_i L_i u     (Eq. 2.5 as a correction), the run's experts in one grouped product
+  be_.grouped_gemm(true, ug, expert_rows(w_enc_->value), n_, offsets, scale, 0.f, y);
   if (fs == FeatureScaling::Mean || fs == FeatureScaling::Reference) {
-    // s = u . a_i, then the rank-1 correction -omega_i s 1^T. s's rows are 16 bytes apart (ld 4), so that every
-    // expert's block of it is aligned as the grouped GPU product wants.
-    Tensor s = be_.empty(M, 4).col_range(0, 1);
-    be_.grouped_gemm(true, ug, lowpass_, 1, r.offsets, std::vector<float>(el_, 1.f), 0.f, s);
-    be_.grouped_gemm(false, s, ones_n_, 0, r.offsets, neg_omega, 1.f, y);
+    const Tensor s = s_buf.row_range(0, m);  // s = u . a_i, then the rank-1 correction -omega_i s 1^T
+    be_.grouped_gemm(true, ug, lowpass_.row_range(i0, i1), 1, offsets, ones, 0.f, s);
+    be_.grouped_gemm(false, s, ones_n_, 0, offsets, neg_omega, 1.f, y);
   } else if (fs == FeatureScaling::Identity) {
     const int64_t c = std::min<int64_t>(n_, d);
-    be_.axpy_groups(neg_omega, r.offsets, ug.col_range(0, c), y.col_range(0, c));
+    be_.axpy_groups(neg_omega, offsets, ug.col_range(0, c), y.col_range(0, c));
   } else if (fs == FeatureScaling::Learned) {
-    be_.grouped_gemm(true, ug, a_lp_->value, n_, r.offsets, neg_omega, 1.f, y);
+    be_.grouped_gemm(true, ug, expert_rows(a_lp_->value), n_, offsets, neg_omega, 1.f, y);
   }
-  if (b_enc_) be_.add_group_rows(y, r.offsets, b_enc_->value.reshape(el_, n_), 1.f);
+  if (b_enc_) be_.add_group_rows(y, offsets, b_enc_->value.reshape(el_, n_).row_range(i0, i1), 1.f);
   be_.relu(y);
-  be_.scatter_rows(y, r.cand_rows.row_range(0, M), cand);
-  return cand;
+  be_.scatter_rows(y, r.cand_rows.row_range(r0, r0 + m), cand);
 }
 
 SaeStats MoeSae::forward(const Tensor& x, bool train) {

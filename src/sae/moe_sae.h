@@ -35,6 +35,9 @@ class MoeSae final : public Sae {
   // Candidate pre-activations [M*e, n] of the expert side's tokens (row m*e + s = token m's s-th chosen expert)
   // after ReLU; rows of slots held by other ranks are -1 (below every candidate).
   Tensor encode_candidates();
+  // Experts [i0, i1) of this rank on their grouped rows (grouped operations over the run; buffers of the largest
+  // run's rows), into cand.
+  void encode_experts(int i0, int i1, Tensor ug_buf, Tensor y_buf, Tensor s_buf, Tensor cand);
   void feature_scaling_backward(const Tensor& dpre, const Tensor& entry_expert, const Tensor& entry_omega,
                                 Tensor du);
 

@@ -1,8 +1,9 @@
-// A Backend that forwards every call to another one and counts them: the operations a model issues per step (on
-// the CUDA backend each is one or a few kernel launches; a grouped product that falls back to one cuBLAS call per
-// group, as bf16 or unaligned operands do, is more) and the calls that bring data back to the host (on CUDA each is
-// one wait for the device: download, reduce_many, group_by_expert, threshold_mask). It lets CPU-only tests check
-// what the models ask of a GPU per step without a GPU.
+// moesae backend: CountingBackend, a Backend that forwards every call to another one and counts them: the
+// operations a model issues (on the CUDA backend each is one or a few kernel launches; a grouped product that falls
+// back to one cuBLAS call per group, as bf16 or unaligned operands do, is more) and the calls that bring data back
+// to the host (on CUDA each is one wait for the device: download, reduce_many, group_by_expert, threshold_mask).
+// The benchmarks print both per training step; tests check them on the CPU, without a GPU. Counting by name (for
+// messages) is optional: it costs a map update per call.
 #pragma once
 #include <map>
 #include <string>
@@ -10,15 +11,17 @@
 
 #include "backend/backend.h"
 
-namespace moesae::testing {
+namespace moesae {
 
 class CountingBackend final : public Backend {
  public:
-  explicit CountingBackend(Backend& inner) : in_(inner) {}
+  explicit CountingBackend(Backend& inner, bool by_name = true) : in_(inner), keep_names_(by_name) {}
 
   int64_t operations() const { return operations_; }  // every call but allocations and queries
   int64_t round_trips() const { return round_trips_; }
-  const std::map<std::string, int64_t>& by_name() const { return by_name_; }
+  const std::map<std::string, int64_t>& by_name() const { return by_name_; }  // empty unless counting by name
+  // What group_rows_per_call() answers: the wrapped backend's (default), or `rows` (0: a GPU's all-at-once).
+  void set_group_rows_per_call(int64_t rows) { group_rows_ = rows; }
   void reset() {
     operations_ = round_trips_ = 0;
     by_name_.clear();
@@ -28,6 +31,7 @@ class CountingBackend final : public Backend {
   std::string name() const override { return "counting(" + in_.name() + ")"; }
   void synchronize() override { in_.synchronize(); }
   int64_t host_waits() const override { return in_.host_waits(); }
+  int64_t group_rows_per_call() const override { return group_rows_ >= 0 ? group_rows_ : in_.group_rows_per_call(); }
   Tensor empty(int64_t rows, int64_t cols, DType dt) override { return in_.empty(rows, cols, dt); }
   Tensor empty_vector(int64_t n, DType dt) override { return in_.empty_vector(n, dt); }
 
@@ -133,7 +137,7 @@ class CountingBackend final : public Backend {
  private:
   void op(const char* name) {
     ++operations_;
-    ++by_name_[name];
+    if (keep_names_) ++by_name_[name];
   }
   void trip(const char* name) {
     ++round_trips_;
@@ -141,8 +145,10 @@ class CountingBackend final : public Backend {
   }
 
   Backend& in_;
+  bool keep_names_;
+  int64_t group_rows_ = -1;
   int64_t operations_ = 0, round_trips_ = 0;
   std::map<std::string, int64_t> by_name_;
 };
 
-}  // namespace moesae::testing
+}  // namespace moesae
