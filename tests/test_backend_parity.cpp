@@ -382,6 +382,25 @@ TEST_P(Parity, AllocationAndHostRoundTrip) {
   EXPECT_EQ(be().to_host(be().from_host(h0)).numel(), 0);
 }
 
+// host_buffer: a host tensor (page-locked on CUDA) that uploads and reads like any other; a large upload from it is
+// one wait on CUDA (the DMA is asynchronous: the caller may write the buffer again as soon as upload returns).
+TEST_P(Parity, UploadFromHostBuffer) {
+  for (int64_t rows : {int64_t(1), int64_t(3000)}) {  // under and over the small-upload size
+    Tensor hb = be().host_buffer(rows, 37);
+    ASSERT_EQ(hb.device(), Device::CPU);
+    ASSERT_EQ(hb.rows(), rows);
+    ASSERT_EQ(hb.cols(), 37);
+    const Tensor values = randn(rows, 37, seed());
+    std::memcpy(hb.data<float>(), values.data<float>(), size_t(values.numel()) * 4);
+    Tensor dev = be().empty(rows, 37);
+    const int64_t waits = be().host_waits();
+    be().upload(hb, dev);
+    if (cuda() && rows > 1) EXPECT_EQ(be().host_waits() - waits, 1) << "a page-locked upload waits once";
+    std::memset(hb.data<float>(), 0, size_t(values.numel()) * 4);  // allowed right after upload
+    EXPECT_TRUE(compare(values, be().to_host(dev), -1)) << "upload from host_buffer, " << rows << " rows";
+  }
+}
+
 TEST_P(Parity, UploadDownloadStrided) {
   for (int64_t rows : {0, 1, 37}) {
     const int64_t cols = 9;

@@ -43,6 +43,9 @@ class Backend {
   // Host <-> backend copies; the host side is a host tensor of the same shape (any ld on both sides).
   virtual void upload(const Tensor& host_src, Tensor dst) = 0;
   virtual void download(const Tensor& src, Tensor host_dst) = 0;
+  // A host tensor that upload() reads fastest: page-locked memory on CUDA (the copy runs at the link's speed, not
+  // through the driver's staging buffers), plain host memory on the CPU. For buffers uploaded again and again.
+  virtual Tensor host_buffer(int64_t rows, int64_t cols, DType dt = DType::F32) { return host_tensor(rows, cols, dt); }
   Tensor to_host(const Tensor& src);           // new host tensor
   Tensor from_host(const Tensor& host_src);    // new backend tensor
   virtual void copy(const Tensor& src, Tensor dst) = 0;  // same device, same shape

@@ -34,6 +34,7 @@ class CountingBackend final : public Backend {
   int64_t group_rows_per_call() const override { return group_rows_ >= 0 ? group_rows_ : in_.group_rows_per_call(); }
   Tensor empty(int64_t rows, int64_t cols, DType dt) override { return in_.empty(rows, cols, dt); }
   Tensor empty_vector(int64_t n, DType dt) override { return in_.empty_vector(n, dt); }
+  Tensor host_buffer(int64_t rows, int64_t cols, DType dt) override { return in_.host_buffer(rows, cols, dt); }
 
   void upload(const Tensor& s, Tensor d) override { op("upload"); in_.upload(s, d); }
   void download(const Tensor& s, Tensor d) override { trip("download"); in_.download(s, d); }

@@ -33,7 +33,7 @@ EvalResult evaluate_pass(Sae& sae, EvalReader& reader, int64_t batch_size, int64
   const int64_t available = reader.rows().size();
   const int64_t budget = max_tokens > 0 ? std::min(max_tokens, available) : available;
   if (budget <= 0) fail("no held-out tokens to evaluate on (set data.eval_fraction or data.eval_tokens)");
-  Tensor host = host_tensor(std::min(batch_size, budget), mc.d);
+  Tensor host = be.host_buffer(std::min(batch_size, budget), mc.d);
   ReconstructionAccumulator rec(mc.d);
   // Position 0 of every context has a much larger residual norm; with positions on file, the reconstruction
   // metrics are also reported over the other positions only (*_no_pos0).

@@ -123,7 +123,7 @@ TrainOutcome Trainer::run(int64_t stop_after) {
   const ModelConfig& mc = sae_.config();
   const int64_t B = cfg_.batch_size;                   // the (group's) batch
   const int64_t local_b = dp_ ? B / dp_->size() : B;  // this process's share
-  Tensor host_batch = host_tensor(local_b, mc.d);
+  Tensor host_batch = be.host_buffer(local_b, mc.d);  // page-locked on CUDA: the upload of every step is a DMA
   Tensor x = be.empty(local_b, mc.d);
   TrainOutcome out;
   Timer total, interval;

@@ -132,7 +132,26 @@ class CudaBackend final : public Backend {
       MOESAE_CUDA(cudaMemcpyAsync(dst.data<float>(), staged, bytes, cudaMemcpyHostToDevice, ctx_.stream));
       return;
     }
-    copy2d(src, dst, cudaMemcpyHostToDevice);  // pageable: the driver may wait for the stream
+    cudaPointerAttributes attr{};
+    if (cudaPointerGetAttributes(&attr, src.data<float>()) == cudaSuccess && attr.type == cudaMemoryTypeHost) {
+      // Page-locked (host_buffer): a DMA at the link's speed, asynchronous, so wait before the caller may write
+      // to the buffer again.
+      copy2d(src, dst, cudaMemcpyHostToDevice);
+      wait_for_device(nullptr, 0);
+      return;
+    }
+    cudaGetLastError();
+    copy2d(src, dst, cudaMemcpyHostToDevice);  // pageable: staged by the driver, which may wait for the stream
+  }
+  Tensor host_buffer(int64_t rows, int64_t cols, DType dt) override {
+    const size_t bytes = size_t(std::max<int64_t>(rows * cols, 1)) * 4;
+    void* p = nullptr;
+    if (cudaMallocHost(&p, bytes) != cudaSuccess) {
+      cudaGetLastError();
+      return host_tensor(rows, cols, dt);  // no page-locked memory left: plain memory works, only slower
+    }
+    auto buf = std::make_shared<Buffer>(p, bytes, Device::CPU, [](void* q) { cudaFreeHost(q); });
+    return Tensor(buf, dt, rows, cols, 2, 0, cols);
   }
   void download(const Tensor& src, Tensor dst) override {
     on_device(src, "download");
