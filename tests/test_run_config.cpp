@@ -508,5 +508,16 @@ TEST(ParallelLayout, AutomaticExplicitAndInvalid) {
                                                                             "parallel: {expert_parallel: 2}\n");
   EXPECT_NE(to_yaml(a), to_yaml(b));
   EXPECT_EQ(checkpoint_identity(a), checkpoint_identity(b));
+  // ... and where it runs (GPU index, thread count), but not what it trains (backend, GEMM precision, steps).
+  RunConfig placed = a;
+  placed.train.device = 3;
+  placed.train.threads = 7;
+  EXPECT_EQ(checkpoint_identity(a), checkpoint_identity(placed));
+  for (auto change : {+[](RunConfig& r) { r.train.gemm_precision = GemmPrecision::BF16; },
+                      +[](RunConfig& r) { r.train.steps += 1; }}) {
+    RunConfig other = a;
+    change(other);
+    EXPECT_NE(checkpoint_identity(a), checkpoint_identity(other));
+  }
   EXPECT_EQ(error_of(layout(0, 1), 1, scale), "");
 }

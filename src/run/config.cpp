@@ -642,6 +642,9 @@ std::string to_yaml(const RunConfig& c) {
 std::string checkpoint_identity(const RunConfig& c) {
   RunConfig without = c;
   without.parallel = ParallelConfig{};
+  const TrainConfig defaults;
+  without.train.device = defaults.device;    // which GPU, and how many CPU threads: where the run goes on, not
+  without.train.threads = defaults.threads;  // what it trains (a resume elsewhere agrees to rounding)
   return to_yaml(without);
 }
 

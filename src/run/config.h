@@ -68,8 +68,9 @@ RunConfig run_config_from_yaml(const YAML::Node& root, const std::vector<std::st
 // produces; a hand-built ModelConfig with compat: reference but feature_scaling: mean, a state the preset never
 // leaves, reads back with feature_scaling: reference.)
 std::string to_yaml(const RunConfig& config);
-// What a checkpoint must match to be resumed: to_yaml without the `parallel` section (the layout does not change the
-// training, so a checkpoint resumes in any layout).
+// What a checkpoint must match to be resumed: to_yaml without the `parallel` section, train.device and train.threads
+// (the layout, the GPU index and the thread count place the run, they do not change what it trains: a checkpoint
+// resumes in any layout, on another GPU or with another thread count).
 std::string checkpoint_identity(const RunConfig& config);
 
 }  // namespace moesae
