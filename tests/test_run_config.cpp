@@ -302,6 +302,9 @@ TEST(RunConfig, CrossKeyChecksPointAtTheKey) {
   expect_error("model:\n  arch: switch\n  dict_size: 512\n  experts: 8\n  active_experts: 2\n",
                {"run.yaml:5", "model.active_experts must be 1 for arch switch"});
   expect_error("model:\n  dict_size: 512\n  experts: 8\n  k: 100\n", {"run.yaml:4", "model.k (100)"});
+  // A GEMM precision does nothing on the CPU backend: an error rather than a silent fp32 run.
+  expect_error("model: {dict_size: 64}\ntrain:\n  gemm_precision: bf16\n",
+               {"run.yaml:3", "train.gemm_precision bf16 applies to train.backend: cuda only"});
 }
 
 TEST(RunConfig, CompatReferenceIsAPresetThatExplicitKeysOverride) {

@@ -562,6 +562,10 @@ RunConfig convert(const YAML::Node& root, const Source& src) {
   if (c.model.compat == Compat::Reference && !(root["eval"] && root["eval"]["redundancy_threshold"]))
     c.eval.redundancy_threshold = 0.8;
   validate_model(root, src, c.model);
+  if (c.train.backend == BackendKind::Cpu && c.train.gemm_precision != GemmPrecision::FP32)
+    fail(src.where("train.gemm_precision", root["train"]["gemm_precision"]), ": train.gemm_precision ",
+         gemm_precision_name(c.train.gemm_precision),
+         " applies to train.backend: cuda only (the CPU backend computes in fp32); set train.backend: cuda or drop it");
   for (const char* key : {"text_format", "ood_format"}) {
     const std::string& v = std::string(key) == "text_format" ? c.lm.text_format : c.lm.ood_format;
     if (v != "txt" && v != "pubmedqa") {
