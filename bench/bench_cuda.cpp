@@ -4,8 +4,9 @@
 //      fp32 accumulation (cublasGemmEx), on random data;
 //   2. training-step throughput (tokens/s, median step) of the paper's Scale SAE (d=768, F=24576, E=64, e=2, k=32,
 //      Feature Scaling mean) and of the dense TopK SAE (F=24576, k=32) at each gemm precision of the backend;
-//   3. the encoder GEMMs at the exact shapes the models issue (TopK: one [B,768]x[768,24576] product; Scale: one
-//      [~B*e/E, 768]x[768, 384] product per expert, and the whole per-expert encoder loop of sae/moe_sae.cpp), as
+//   3. the encoder GEMMs at the exact shapes the models issue (TopK: one [B,768]x[768,24576] product; Scale: the E
+//      [~B*e/E, 768]x[768, 384] products as one grouped product and as one product per expert, and the whole
+//      encoder of sae/moe_sae.cpp as it runs on CUDA: gather, grouped products, Feature Scaling, relu, scatter), as
 //      TFLOP/s and as a fraction of the cuBLAS peak of the same precision;
 //   4. the memory-bound kernels (topk_rows, sparse_rows_matmul / _dot / _outer_add) as GB/s and as a fraction of
 //      the copy bandwidth;
@@ -166,8 +167,9 @@ struct EncoderResult {
   bool ok = false;
   std::string error;
   double topk_tflops = 0, topk_ms = 0;              // one gemm [B, d] x [d, F]
-  double scale_gemm_tflops = 0, scale_gemm_ms = 0;  // the E per-expert gemms [m_i, d] x [d, n]
-  double scale_phase_tflops = 0, scale_phase_ms = 0;  // moe_sae.cpp's whole encoder loop (main-gemm FLOPs)
+  double scale_gemm_tflops = 0, scale_gemm_ms = 0;  // the E products [m_i, d] x [d, n] as one grouped_gemm
+  double scale_loop_tflops = 0, scale_loop_ms = 0;  // the same, one gemm call per expert
+  double scale_phase_tflops = 0, scale_phase_ms = 0;  // moe_sae.cpp's whole encoder (main-gemm FLOPs)
   int64_t min_rows = 0, max_rows = 0;
 };
 
@@ -200,46 +202,47 @@ EncoderResult bench_encoder(Backend& be, int64_t B, int d, int F, int E, int e, 
     const double scale_flops = 2.0 * double(B) * e * n * d;
     const float om = 0.1f;  // a non-zero omega (Feature Scaling mean)
 
-    // GEMMs only: tokens gathered by expert once, then one product per expert.
+    // GEMMs only: tokens gathered by expert once, then the experts' products as one grouped call, and one call per
+    // expert (the same products: what grouping saves is launches).
+    const std::vector<int64_t>& offsets = groups.offsets;
+    const std::vector<float> scale(E, 1.f + om), neg_omega(E, -om), ones(E, 1.f);
     {
       Tensor ug = be.empty(B * e, d), y = be.empty(B * e, n);
       be.gather_rows(u, groups.tokens, ug);
-      const double s = time_backend(be, reps, 3, [&] {
+      double s = time_backend(be, reps, 3, [&] { be.grouped_gemm(true, ug, w, n, offsets, scale, 0.f, y); });
+      r.scale_gemm_ms = 1e3 * s;
+      r.scale_gemm_tflops = scale_flops / s / 1e12;
+      s = time_backend(be, reps, 3, [&] {
         for (int i = 0; i < E; ++i) {
-          const int64_t r0 = groups.offsets[i], r1 = groups.offsets[i + 1];
+          const int64_t r0 = offsets[i], r1 = offsets[i + 1];
           if (r1 == r0) continue;
           be.gemm(false, true, 1.f + om, ug.row_range(r0, r1), w.row_range(int64_t(i) * n, int64_t(i + 1) * n), 0.f,
                   y.row_range(r0, r1));
         }
       });
-      r.scale_gemm_ms = 1e3 * s;
-      r.scale_gemm_tflops = scale_flops / s / 1e12;
+      r.scale_loop_ms = 1e3 * s;
+      r.scale_loop_tflops = scale_flops / s / 1e12;
     }
 
-    // The whole encoder phase as MoeSae::encode_candidates issues it (gather, gemm, rank-1 Feature Scaling
-    // correction, relu, scatter into the candidates), FLOPs counted for the main gemm only.
+    // The whole encoder as MoeSae::encode_experts issues it on CUDA (all experts in one run: gather, grouped
+    // products, the rank-1 Feature Scaling correction, relu, scatter into the candidates), FLOPs of the main product.
     {
       Tensor lowpass = be.empty(E, d);
-      for (int i = 0; i < E; ++i)
-        be.sum_rows(w.row_range(int64_t(i) * n, int64_t(i + 1) * n), lowpass.row_range(i, i + 1).flatten(),
-                    1.f / float(n), 0.f);
+      std::vector<int64_t> blocks(E + 1);
+      for (int i = 0; i <= E; ++i) blocks[i] = int64_t(i) * n;
+      be.sum_group_rows(w, blocks, 1.f / float(n), lowpass);
       Tensor ones_n = be.empty(1, n);
       be.fill(ones_n, 1.f);
       Tensor cand = be.empty(B * e, n);
-      const int64_t mr = std::max<int64_t>(r.max_rows, 1);
-      Tensor ug_all = be.empty(mr, d), y_all = be.empty(mr, n), s_all = be.empty(mr, 1);
+      const int64_t M = offsets[E];
+      Tensor ug = be.empty(M, d), y = be.empty(M, n), sv = be.empty(M, 4).col_range(0, 1);
       const double s = time_backend(be, reps, 2, [&] {
-        for (int i = 0; i < E; ++i) {
-          const int64_t r0 = groups.offsets[i], r1 = groups.offsets[i + 1], m = r1 - r0;
-          if (m == 0) continue;
-          Tensor ugi = ug_all.row_range(0, m), yi = y_all.row_range(0, m), si = s_all.row_range(0, m);
-          be.gather_rows(u, groups.tokens.row_range(r0, r1), ugi);
-          be.gemm(false, true, 1.f + om, ugi, w.row_range(int64_t(i) * n, int64_t(i + 1) * n), 0.f, yi);
-          be.gemm(false, true, 1.f, ugi, lowpass.row_range(i, i + 1), 0.f, si);
-          be.gemm(false, false, -om, si, ones_n, 1.f, yi);
-          be.relu(yi);
-          be.scatter_rows(yi, groups.cand_rows.row_range(r0, r1), cand);
-        }
+        be.gather_rows(u, groups.tokens.row_range(0, M), ug);
+        be.grouped_gemm(true, ug, w, n, offsets, scale, 0.f, y);
+        be.grouped_gemm(true, ug, lowpass, 1, offsets, ones, 0.f, sv);
+        be.grouped_gemm(false, sv, ones_n, 0, offsets, neg_omega, 1.f, y);
+        be.relu(y);
+        be.scatter_rows(y, groups.cand_rows.row_range(0, M), cand);
       });
       r.scale_phase_ms = 1e3 * s;
       r.scale_phase_tflops = scale_flops / s / 1e12;
@@ -741,10 +744,12 @@ int main(int argc, char** argv) {
     } else {
       std::printf("[%s] TopK encoder gemm [%d,%d]x[%d,%d]: %.3f ms, %.1f TFLOP/s = %.0f%% of cuBLAS %s peak\n",
                   p.c_str(), batch, d, d, F, er.topk_ms, er.topk_tflops, pct(er.topk_tflops, peak(p)), p.c_str());
-      std::printf("[%s] Scale encoder: %d gemms [%lld..%lld rows,%d]x[%d,%d]: %.3f ms, %.1f TFLOP/s = %.0f%% of peak; "
-                  "whole per-expert loop (gather, gemm, FS rank-1, relu, scatter): %.3f ms, %.1f TFLOP/s = %.0f%%\n",
+      std::printf("[%s] Scale encoder: %d products [%lld..%lld rows,%d]x[%d,%d] as one grouped_gemm: %.3f ms, %.1f "
+                  "TFLOP/s = %.0f%% of peak; one gemm per expert: %.3f ms (grouped %.2fx); whole encoder (gather, "
+                  "grouped products, FS rank-1, relu, scatter): %.3f ms, %.1f TFLOP/s = %.0f%%\n",
                   p.c_str(), E, (long long)er.min_rows, (long long)er.max_rows, d, d, n, er.scale_gemm_ms,
-                  er.scale_gemm_tflops, pct(er.scale_gemm_tflops, peak(p)), er.scale_phase_ms, er.scale_phase_tflops,
+                  er.scale_gemm_tflops, pct(er.scale_gemm_tflops, peak(p)), er.scale_loop_ms,
+                  er.scale_loop_ms / er.scale_gemm_ms, er.scale_phase_ms, er.scale_phase_tflops,
                   pct(er.scale_phase_tflops, peak(p)));
     }
 
@@ -827,7 +832,7 @@ int main(int argc, char** argv) {
                 tps(step_scale, p).c_str(), e1.c_str(), e2.c_str(), e3.c_str(), t1.c_str(), t2.c_str(), x1.c_str(),
                 x2.c_str());
   }
-  std::printf("(enc: TopK encoder gemm / Scale per-expert gemms / Scale whole encoder loop, %% of cuBLAS peak of the "
+  std::printf("(enc: TopK encoder gemm / Scale grouped expert gemms / Scale whole encoder, %% of cuBLAS peak of the "
               "same precision; torch: PyTorch %s on this GPU, dense all experts for Scale)\n",
               no_torch ? "skipped" : "fp32/tf32 matmul");
   std::string kl = "kernels (GB/s, % of copy):";
