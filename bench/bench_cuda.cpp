@@ -125,6 +125,7 @@ struct StepResult {
   double median_tps = 0, best_tps = 0, median_ms = 0;
   double host_waits = 0;  // times one step waited for the device (Backend::host_waits), the timed steps' mean
   double operations = 0;  // backend operations per step (CountingBackend): each one or a few kernel launches
+  double fallbacks = 0;   // grouped products per step run one product per group (Backend::grouped_gemm_fallbacks)
 };
 
 // One full training step as bench_train_step and the trainer run it, `warmup` untimed then `steps` timed; each
@@ -140,6 +141,7 @@ StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int
     be.reset();
     std::vector<double> t;
     int64_t waits = 0;
+    const int64_t fallbacks0 = be.grouped_gemm_fallbacks();
     for (int i = 0; i < steps; ++i) {
       Timer tm;
       const int64_t w0 = be.host_waits();
@@ -150,6 +152,7 @@ StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int
     }
     r.host_waits = double(waits) / std::max(steps, 1);
     r.operations = double(be.operations()) / std::max(steps, 1);
+    r.fallbacks = double(be.grouped_gemm_fallbacks() - fallbacks0) / std::max(steps, 1);
     const double B = double(acts.rows());
     r.median_ms = 1e3 * median(t);
     r.median_tps = B / median(t);
@@ -731,8 +734,8 @@ int main(int argc, char** argv) {
         std::printf("[%s] %-32s FAILED: %s\n", p.c_str(), name, r.error.c_str());
       else
         std::printf("[%s] %-32s %10.0f tokens/s (median step %.2f ms; best step %.0f tokens/s; per step %.0f "
-                    "backend operations, %.0f host waits)\n",
-                    p.c_str(), name, r.median_tps, r.median_ms, r.best_tps, r.operations, r.host_waits);
+                    "backend operations, %.0f host waits, %.0f grouped products run per group)\n",
+                    p.c_str(), name, r.median_tps, r.median_ms, r.best_tps, r.operations, r.host_waits, r.fallbacks);
     };
     report("Scale SAE step (E=64,e=2,k=32,FS)", rs);
     report("TopK SAE step (F=24576,k=32)", rt);

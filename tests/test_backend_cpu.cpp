@@ -219,3 +219,19 @@ TEST(CpuBackend, ResultsDoNotDependOnThreadCount) {
   }
   EXPECT_EQ(results[0], results[1]);
 }
+
+// A GEMM precision does nothing on the CPU backend: asking for one is an error rather than a silent fp32 run.
+TEST(CpuBackend, GemmPrecisionOtherThanFp32IsAnError) {
+  BackendOptions o;
+  o.kind = BackendKind::Cpu;
+  o.gemm_precision = GemmPrecision::BF16;
+  try {
+    make_backend(o);
+    FAIL() << "make_backend accepted gemm_precision bf16 on the CPU";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("train.gemm_precision bf16 applies to train.backend: cuda only", 0), 0u)
+        << e.what();
+  }
+  o.gemm_precision = GemmPrecision::FP32;
+  EXPECT_EQ(make_backend(o)->device(), Device::CPU);
+}

@@ -796,15 +796,25 @@ TEST_P(Parity, GroupedRowOperations) {
         Twin x = aligned ? twin(randn(kGroupRows, dd, seed())) : a;
         Twin w = twin(randn(kGroups * nn, dd, seed()), pad), lp = twin(randn(kGroups, dd, seed()), pad);
         Twin shared = twin(randn(dd, nn, seed()), pad);
+        const int64_t fallbacks = test->grouped_gemm_fallbacks();
         gemm_case(*test, x, true, w, nn, nn, aligned ? 0 : 1, beta, "x W_i^T" + how);
         gemm_case(*test, x, true, lp, 1, 1, aligned ? -4 : 0, beta, "x l_i^T (c's rows 16 bytes apart)" + how);
         gemm_case(*test, x, false, shared, 0, nn, aligned ? 0 : 1, beta, "x B, one B for all" + how);
+        if (cuda() && aligned && label.empty())  // aligned operands stay one grouped cuBLAS product
+          EXPECT_EQ(test->grouped_gemm_fallbacks(), fallbacks) << "grouped products that fell back" << how;
+        if (!cuda()) EXPECT_EQ(test->grouped_gemm_fallbacks(), 0);
       }
 
   Twin sums = poisoned(kGroups, d);
   ref().sum_group_rows(a.ref, kGroupOffsets, 0.5f, sums.ref);
   be().sum_group_rows(a.test, kGroupOffsets, 0.5f, sums.test);
   expect_near(sums, kTol, "sum_group_rows (an empty group gives 0)");
+  // Groups longer than one chunk of rows (the CUDA kernel adds 256-row chunks), as the experts' mean rows are.
+  const std::vector<int64_t> long_groups = {0, 600, 600, 613, 1400};
+  Twin tall = twin(randn(1400, d, seed()), 2), long_sums = poisoned(4, d);
+  ref().sum_group_rows(tall.ref, long_groups, 1.f / 384, long_sums.ref);
+  be().sum_group_rows(tall.test, long_groups, 1.f / 384, long_sums.test);
+  expect_near(long_sums, kTol, "sum_group_rows over groups of 600, 0, 13 and 787 rows");
 
   Twin v = twin(randn(kGroups, d, seed())), y = twin(randn(kGroupRows, d, seed()), 4);
   ref().add_group_rows(y.ref, kGroupOffsets, v.ref, -0.5f);

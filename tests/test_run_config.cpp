@@ -302,9 +302,6 @@ TEST(RunConfig, CrossKeyChecksPointAtTheKey) {
   expect_error("model:\n  arch: switch\n  dict_size: 512\n  experts: 8\n  active_experts: 2\n",
                {"run.yaml:5", "model.active_experts must be 1 for arch switch"});
   expect_error("model:\n  dict_size: 512\n  experts: 8\n  k: 100\n", {"run.yaml:4", "model.k (100)"});
-  // A GEMM precision does nothing on the CPU backend: an error rather than a silent fp32 run.
-  expect_error("model: {dict_size: 64}\ntrain:\n  gemm_precision: bf16\n",
-               {"run.yaml:3", "train.gemm_precision bf16 applies to train.backend: cuda only"});
 }
 
 TEST(RunConfig, CompatReferenceIsAPresetThatExplicitKeysOverride) {
@@ -516,6 +513,16 @@ TEST(ParallelLayout, AutomaticExplicitAndInvalid) {
   placed.train.device = 3;
   placed.train.threads = 7;
   EXPECT_EQ(checkpoint_identity(a), checkpoint_identity(placed));
+  // A checkpoint of an older moesae stored the text with device and threads in it: it still resumes, and only its
+  // own run.
+  const std::string older = to_yaml(placed);
+  EXPECT_NE(older, checkpoint_identity(placed));
+  EXPECT_TRUE(same_checkpoint_identity(older, checkpoint_identity(placed)));
+  EXPECT_TRUE(same_checkpoint_identity(checkpoint_identity(a), checkpoint_identity(a)));
+  RunConfig longer = placed;
+  longer.train.steps += 1;
+  EXPECT_FALSE(same_checkpoint_identity(to_yaml(longer), checkpoint_identity(placed)));
+  EXPECT_FALSE(same_checkpoint_identity("model: [not, a, config", checkpoint_identity(placed)));
   for (auto change : {+[](RunConfig& r) { r.train.gemm_precision = GemmPrecision::BF16; },
                       +[](RunConfig& r) { r.train.steps += 1; }}) {
     RunConfig other = a;

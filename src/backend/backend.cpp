@@ -143,7 +143,13 @@ const char* gemm_precision_name(GemmPrecision p) {
 }
 
 std::unique_ptr<Backend> make_backend(const BackendOptions& options) {
-  if (options.kind == BackendKind::Cpu) return make_cpu_backend(options.threads);
+  if (options.kind == BackendKind::Cpu) {
+    if (options.gemm_precision != GemmPrecision::FP32)  // it would do nothing: an error, not a silent fp32 run
+      fail("train.gemm_precision ", gemm_precision_name(options.gemm_precision),
+           " applies to train.backend: cuda only (the CPU backend computes in fp32); set train.backend: cuda or drop "
+           "it");
+    return make_cpu_backend(options.threads);
+  }
   CudaOptions c;
   c.device = options.device;
   c.precision = options.gemm_precision;

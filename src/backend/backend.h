@@ -34,6 +34,9 @@ class Backend {
   // How many times the host has waited for the device so far (the CUDA backend's stream synchronisations: a
   // training step should need a handful); always 0 on the CPU backend, which never waits.
   virtual int64_t host_waits() const { return 0; }
+  // How many grouped_gemm calls ran as one product per group where a grouped product was meant (the CUDA backend
+  // with bf16 or unaligned operands); always 0 on the CPU backend, whose grouped_gemm is that loop by design.
+  virtual int64_t grouped_gemm_fallbacks() const { return 0; }
 
   // ---- memory -------------------------------------------------------------------------------------------
   virtual Tensor empty(int64_t rows, int64_t cols, DType dt = DType::F32) = 0;  // rank 2

@@ -1,7 +1,8 @@
 // moesae backend: CountingBackend, a Backend that forwards every call to another one and counts them: the
 // operations a model issues (on the CUDA backend each is one or a few kernel launches; a grouped product that falls
 // back to one cuBLAS call per group, as bf16 or unaligned operands do, is more) and the calls that bring data back
-// to the host (on CUDA each is one wait for the device: download, reduce_many, group_by_expert, threshold_mask).
+// to the host (on CUDA each is one wait for the device: download, reduce_many, group_by_expert, threshold_mask; an
+// upload from a page-locked host_buffer waits too, but counts as an operation).
 // The benchmarks print both per training step; tests check them on the CPU, without a GPU. Counting by name (for
 // messages) is optional: it costs a map update per call.
 #pragma once
@@ -31,6 +32,7 @@ class CountingBackend final : public Backend {
   std::string name() const override { return "counting(" + in_.name() + ")"; }
   void synchronize() override { in_.synchronize(); }
   int64_t host_waits() const override { return in_.host_waits(); }
+  int64_t grouped_gemm_fallbacks() const override { return in_.grouped_gemm_fallbacks(); }
   int64_t group_rows_per_call() const override { return group_rows_ >= 0 ? group_rows_ : in_.group_rows_per_call(); }
   Tensor empty(int64_t rows, int64_t cols, DType dt) override { return in_.empty(rows, cols, dt); }
   Tensor empty_vector(int64_t n, DType dt) override { return in_.empty_vector(n, dt); }

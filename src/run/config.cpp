@@ -562,10 +562,6 @@ RunConfig convert(const YAML::Node& root, const Source& src) {
   if (c.model.compat == Compat::Reference && !(root["eval"] && root["eval"]["redundancy_threshold"]))
     c.eval.redundancy_threshold = 0.8;
   validate_model(root, src, c.model);
-  if (c.train.backend == BackendKind::Cpu && c.train.gemm_precision != GemmPrecision::FP32)
-    fail(src.where("train.gemm_precision", root["train"]["gemm_precision"]), ": train.gemm_precision ",
-         gemm_precision_name(c.train.gemm_precision),
-         " applies to train.backend: cuda only (the CPU backend computes in fp32); set train.backend: cuda or drop it");
   for (const char* key : {"text_format", "ood_format"}) {
     const std::string& v = std::string(key) == "text_format" ? c.lm.text_format : c.lm.ood_format;
     if (v != "txt" && v != "pubmedqa") {
@@ -641,6 +637,15 @@ std::string to_yaml(const RunConfig& c) {
   write_section(out, "parallel", parallel_fields(), c.parallel, /*omit_if_empty=*/true);  // absent while automatic
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
+}
+
+bool same_checkpoint_identity(const std::string& written, const std::string& identity) {
+  if (written == identity) return true;
+  try {
+    return checkpoint_identity(parse_run_config_text(written, {}, "the checkpoint's configuration")) == identity;
+  } catch (const Error&) {
+    return false;  // not a configuration this version reads: not the same run
+  }
 }
 
 std::string checkpoint_identity(const RunConfig& c) {

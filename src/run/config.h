@@ -72,5 +72,8 @@ std::string to_yaml(const RunConfig& config);
 // (the layout, the GPU index and the thread count place the run, they do not change what it trains: a checkpoint
 // resumes in any layout, on another GPU or with another thread count).
 std::string checkpoint_identity(const RunConfig& config);
+// Whether a checkpoint's stored configuration text has this identity: read back and normalised first, so that one
+// written by an older moesae (whose identity still held train.device and train.threads) resumes too.
+bool same_checkpoint_identity(const std::string& written, const std::string& identity);
 
 }  // namespace moesae

@@ -66,7 +66,7 @@ void check_resumable(const std::string& ckpt, const std::string& yaml) {
   } catch (const Error& e) {
     fail("cannot resume from '", ckpt, "': ", e.what(), "; ", kStartOver);
   }
-  if (written != yaml)
+  if (!same_checkpoint_identity(written, yaml))
     fail("checkpoint '", ckpt, "' was written with a different configuration (", config_differences(written, yaml),
          "); resume with the original configuration, or ", kStartOver);
 }
@@ -167,7 +167,8 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   // Under expert parallelism rank 0 evaluates and writes the record from the whole model, gathered into a model
   // built for the occasion.
   if (ep) trainer.set_expert_parallel(ep.get(), replicas.get(), [&] { return make_sae(config.model, *be); });
-  trainer.set_checkpoint(ckpt, ckpt_yaml);
+  trainer.set_checkpoint(ckpt, ckpt_yaml,
+                         [ckpt_yaml](const std::string& written) { return same_checkpoint_identity(written, ckpt_yaml); });
   std::unique_ptr<Tensor> truth;
   if (has_ground_truth(config.data.path)) truth = std::make_unique<Tensor>(read_ground_truth(config.data.path));
   trainer.set_eval_hook([&](Sae& s) {

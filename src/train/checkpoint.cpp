@@ -154,7 +154,8 @@ std::string checkpoint_config(const std::string& path) {
   return f.attr_string("/", "config_yaml");
 }
 
-CheckpointState load_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam) {
+CheckpointState load_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam,
+                                const ConfigMatch& matches) {
   Backend& be = sae.backend();
   std::string written;
   try {
@@ -162,7 +163,7 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& conf
   } catch (const Error& e) {
     fail("cannot resume from '", path, "': ", e.what());
   }
-  if (written != config_yaml)
+  if (matches ? !matches(written) : written != config_yaml)
     fail("checkpoint '", path, "' was written with a different configuration; remove it or use the original config");
   h5::File f(path, h5::File::Mode::Read);
   CheckpointState st;

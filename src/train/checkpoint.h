@@ -12,6 +12,7 @@
 // cover it: a checkpoint resumes at any rank count or layout, or on one process; a whole (unsharded) checkpoint
 // resumes sharded the same way.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -56,7 +57,10 @@ void remove_checkpoint(const std::string& path);
 // The configuration text a checkpoint was written with; fails (without naming the file: callers add it) if the
 // file cannot be read or is not a moesae checkpoint.
 std::string checkpoint_config(const std::string& path);
+// Whether a checkpoint's stored configuration text belongs to this run (empty: the same text as config_yaml).
+using ConfigMatch = std::function<bool(const std::string& written)>;
 // Restores into an already-constructed model and optimizer of the same configuration.
-CheckpointState load_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam);
+CheckpointState load_checkpoint(const std::string& path, const std::string& config_yaml, Sae& sae, Adam& adam,
+                                const ConfigMatch& matches = {});
 
 }  // namespace moesae

@@ -73,14 +73,15 @@ std::unique_ptr<Sae> Trainer::gather_whole_model() {
   return whole;
 }
 
-void Trainer::set_checkpoint(const std::string& path, const std::string& config_yaml) {
+void Trainer::set_checkpoint(const std::string& path, const std::string& config_yaml, ConfigMatch matches) {
   ckpt_path_ = path;
   config_yaml_ = config_yaml;
+  config_matches_ = std::move(matches);
 }
 
 bool Trainer::resume_if_present() {
   if (ckpt_path_.empty() || !std::filesystem::exists(ckpt_path_)) return false;
-  state_ = load_checkpoint(ckpt_path_, config_yaml_, sae_, adam_);
+  state_ = load_checkpoint(ckpt_path_, config_yaml_, sae_, adam_, config_matches_);
   data_.restore(state_.data_cursor);
   spdlog::info("resumed from '{}' at step {}/{}", ckpt_path_, state_.step, cfg_.steps);
   return true;

@@ -30,8 +30,9 @@ class Trainer {
   using EvalHook = std::function<std::map<std::string, double>(Sae&)>;
 
   Trainer(const TrainConfig& cfg, Sae& sae, BatchSource& data);
-  // Checkpointing (optional): the file and the resolved config text that identifies the run.
-  void set_checkpoint(const std::string& path, const std::string& config_yaml);
+  // Checkpointing (optional): the file and the resolved config text that identifies the run (written into every
+  // checkpoint); `matches` decides whether a stored text is this run's (default: the same text).
+  void set_checkpoint(const std::string& path, const std::string& config_yaml, ConfigMatch matches = {});
   void set_eval_hook(EvalHook hook) { eval_hook_ = std::move(hook); }
   // Data parallelism (parallel/data_parallel.h): this process trains its share (batch_size / P rows) of every
   // batch; gradients are summed over the ranks, the model's batch statistics are the group's, a stop request on
@@ -71,6 +72,7 @@ class Trainer {
   Adam adam_;
   CheckpointState state_;
   std::string ckpt_path_, config_yaml_;
+  ConfigMatch config_matches_;
   EvalHook eval_hook_;
   DataParallel* dp_ = nullptr;
   ExpertParallel* ep_ = nullptr;

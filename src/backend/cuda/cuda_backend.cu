@@ -114,6 +114,7 @@ class CudaBackend final : public Backend {
   std::string name() const override { return name_; }
   void synchronize() override { wait_for_device(nullptr, 0); }
   int64_t host_waits() const override { return host_waits_; }  // (a large pageable upload may wait uncounted)
+  int64_t grouped_gemm_fallbacks() const override { return grouped_fallbacks_; }
 
   // ---- memory -------------------------------------------------------------------------------------------------
   Tensor empty(int64_t rows, int64_t cols, DType dt) override {
@@ -133,14 +134,15 @@ class CudaBackend final : public Backend {
       return;
     }
     cudaPointerAttributes attr{};
-    if (cudaPointerGetAttributes(&attr, src.data<float>()) == cudaSuccess && attr.type == cudaMemoryTypeHost) {
+    const bool known = cudaPointerGetAttributes(&attr, src.data<float>()) == cudaSuccess;
+    if (!known) cudaGetLastError();  // an older runtime's answer for plain host memory: not an error to keep
+    if (known && attr.type == cudaMemoryTypeHost) {
       // Page-locked (host_buffer): a DMA at the link's speed, asynchronous, so wait before the caller may write
       // to the buffer again.
       copy2d(src, dst, cudaMemcpyHostToDevice);
       wait_for_device(nullptr, 0);
       return;
     }
-    cudaGetLastError();
     copy2d(src, dst, cudaMemcpyHostToDevice);  // pageable: staged by the driver, which may wait for the stream
   }
   Tensor host_buffer(int64_t rows, int64_t cols, DType dt) override {
@@ -500,8 +502,10 @@ class CudaBackend final : public Backend {
     const int64_t k = a.cols(), n = c.cols();
     // bf16 (inputs converted per product), an empty inner dimension, or a cuBLAS without the grouped product for
     // this precision: one gemm per group.
-    if (per_group_gemm_ || precision_ == GemmPrecision::BF16 || k == 0 || n == 0)
+    if (per_group_gemm_ || precision_ == GemmPrecision::BF16 || k == 0 || n == 0) {
+      if (!per_group_gemm_ && k > 0 && n > 0) ++grouped_fallbacks_;
       return Backend::grouped_gemm_impl(tb, a, b, b_rows, offsets, alpha, beta, c);
+    }
     // Row-major c_i = a_i op(b_i) is column-major c_i^T = op(b_i)^T a_i^T, as in gemm(): cuBLAS's "A" is our b_i.
     std::vector<cublasOperation_t> op_b, op_a;
     std::vector<int> ms, ns, ks, ldbs, ldas, ldcs, sizes;
@@ -535,7 +539,10 @@ class CudaBackend final : public Backend {
     bool all_aligned = ld_of(a) % 4 == 0 && ld_of(c) % 4 == 0;
     for (int g = 0; g < groups && all_aligned; ++g)
       all_aligned = aligned(pa[g]) && aligned(pb[g]) && aligned(pc[g]) && ldbs[g] % 4 == 0;
-    if (!all_aligned) return Backend::grouped_gemm_impl(tb, a, b, b_rows, offsets, alpha, beta, c);
+    if (!all_aligned) {
+      ++grouped_fallbacks_;
+      return Backend::grouped_gemm_impl(tb, a, b, b_rows, offsets, alpha, beta, c);
+    }
     cuda::Scratch<const void*> dpb(ctx_, groups), dpa(ctx_, groups);  // cuBLAS reads the pointer lists on device
     cuda::Scratch<void*> dpc(ctx_, groups);
     upload_small(pb, dpb.get());
@@ -550,6 +557,7 @@ class CudaBackend final : public Backend {
       spdlog::warn("cuda backend: this cuBLAS has no grouped GEMM for gemm_precision {}; one product per group",
                    gemm_precision_name(precision_));
       per_group_gemm_ = true;
+      ++grouped_fallbacks_;
       return Backend::grouped_gemm_impl(tb, a, b, b_rows, offsets, alpha, beta, c);
     }
     MOESAE_CUBLAS(st);
@@ -807,7 +815,7 @@ class CudaBackend final : public Backend {
   cuda::Ctx ctx_;
   cublasHandle_t blas_ = nullptr;
   std::string name_;
-  int64_t host_waits_ = 0;
+  int64_t host_waits_ = 0, grouped_fallbacks_ = 0;
   bool per_group_gemm_ = false;  // grouped_gemm as one cuBLAS call per group (CudaOptions, or no grouped product)
 };
 
