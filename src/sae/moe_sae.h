@@ -1,8 +1,8 @@
 // moesae models: the Mixture-of-Experts SAEs.
 //  - Scale SAE (Section 2.2): route each token to its top-e experts, compute ONLY those experts' encoders
-//    (tokens grouped by expert, one grouped GEMM over the experts), global Top-K over the e*n candidates (Eq. 2.3; ties to the
-//    smaller global latent id), x^ = sum_{i in T} w_i W_dec,i z_i + b_pre (Eq. 2.4), load balancing (Eq. 2.2),
-//    and Feature Scaling W^_i = L_i + (1 + omega_i)(W_i - L_i) (Eq. 2.5, Appendix C) applied as a correction
+//    (tokens grouped by expert, one grouped GEMM over the experts), global Top-K over the e*n candidates (Eq. 2.3;
+//    ties to the smaller global latent id), x^ = sum_{i in T} w_i W_dec,i z_i + b_pre (Eq. 2.4), load balancing
+//    (Eq. 2.2), and Feature Scaling W^_i = L_i + (1 + omega_i)(W_i - L_i) (Eq. 2.5, Appendix C) applied as a correction
 //    W^_i u = (1 + omega_i) W_i u - omega_i L_i u, never materialising W^_i.
 //  - Switch SAE (Mudide et al. 2025): the same with e = 1, weight p_{i*} (or 1 with heaviside) and no Feature Scaling.
 // Under expert parallelism (sae/expert_exchange.h) this rank holds a block of experts: its "origin" side routes
