@@ -128,9 +128,7 @@ class CudaBackend final : public Backend {
     const size_t bytes = size_t(src.numel()) * 4;
     if (bytes > 0 && bytes <= kSmallUpload && src.contiguous() && dst.contiguous()) {
       // Small (a router gradient, per-expert scalars): through the pinned ring, so that the copy never waits.
-      void* staged = ring_reserve(bytes);
-      std::memcpy(staged, src.data<float>(), bytes);
-      MOESAE_CUDA(cudaMemcpyAsync(dst.data<float>(), staged, bytes, cudaMemcpyHostToDevice, ctx_.stream));
+      upload_bytes(src.data<float>(), bytes, dst.data<float>());
       return;
     }
     cudaPointerAttributes attr{};
@@ -743,23 +741,26 @@ class CudaBackend final : public Backend {
     MOESAE_CUDA(cudaMemcpy2DAsync(dst.data<float>(), size_t(dst.ld()) * 4, src.data<float>(), size_t(src.ld()) * 4,
                                   size_t(src.cols()) * 4, size_t(src.rows()), kind, ctx_.stream));
   }
-  // A small host array copied to device memory `dst` without waiting: staged in the pinned ring, then an
-  // asynchronous copy on the stream (the host array may go as soon as this returns).
-  template <typename T>
-  void upload_small(const std::vector<T>& v, T* dst) {
-    const size_t bytes = v.size() * sizeof(T);
+  // Host bytes copied to device memory `dst` without waiting: staged in the pinned ring, then an asynchronous copy
+  // on the stream (the host memory may go as soon as this returns). Over half the ring: a pageable copy (the driver
+  // may wait for the stream).
+  void upload_bytes(const void* src, size_t bytes, void* dst) {
     if (bytes == 0) return;
-    if (bytes > kRingHalf) {  // not small after all: a pageable copy (the driver may wait for the stream)
-      MOESAE_CUDA(cudaMemcpyAsync(dst, v.data(), bytes, cudaMemcpyHostToDevice, ctx_.stream));
+    if (bytes > kHalf) {
+      MOESAE_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx_.stream));
       return;
     }
-    void* src = ring_reserve(bytes);
-    std::memcpy(src, v.data(), bytes);
-    MOESAE_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx_.stream));
+    void* staged = ring_reserve(bytes);
+    std::memcpy(staged, src, bytes);
+    MOESAE_CUDA(cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, ctx_.stream));
   }
-  static constexpr size_t kSmallUpload = size_t(64) << 10, kRingHalf = size_t(1) << 20;
+  template <typename T>
+  void upload_small(const std::vector<T>& v, T* dst) {
+    upload_bytes(v.data(), v.size() * sizeof(T), dst);
+  }
+  static constexpr size_t kSmallUpload = size_t(64) << 10;  // upload() sends these through the ring
+  static constexpr size_t kHalf = size_t(1) << 20;          // each half of the ring
   void* ring_reserve(size_t bytes) {
-    constexpr size_t kHalf = kRingHalf;
     StreamOwner& o = *owner_;
     bytes = (bytes + 255) / 256 * 256;
     MOESAE_CHECK(bytes <= kHalf, "cuda backend: a small upload of ", bytes, " bytes (at most ", kHalf, ")");
