@@ -119,7 +119,7 @@ Tensor distinct_ids_host(int64_t rows, int k, int64_t n, uint64_t seed) {
 using bench::scale_config;
 using bench::topk_config;
 
-struct StepResult {
+struct StepTiming {
   bool ok = false;
   std::string error;
   double median_tps = 0, best_tps = 0, median_ms = 0;
@@ -130,12 +130,12 @@ struct StepResult {
 
 // One full training step as bench_train_step and the trainer run it, `warmup` untimed then `steps` timed; each
 // timed step ends with be.synchronize() before the host clock is read.
-StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int warmup, Backend& device) {
-  StepResult r;
+StepTiming bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int warmup, Backend& device) {
+  StepTiming r;
   CountingBackend be(device, false);  // a counter per call: nothing measurable beside a GPU step
   try {
     bench::StepModel model = bench::make_step_model(mc, acts, steps + warmup, be);
-    auto one_step = [&]() { bench::train_step(model, be); };
+    auto one_step = [&]() { bench::train_step(model); };
     for (int i = 0; i < warmup; ++i) one_step();
     be.synchronize();
     be.reset();
@@ -709,7 +709,7 @@ int main(int argc, char** argv) {
 
   // 2 + 3. Training steps and encoder GEMMs per precision.
   const ModelConfig scale = scale_config(d, F), topk = topk_config(d, F);
-  std::map<std::string, StepResult> step_scale, step_topk;
+  std::map<std::string, StepTiming> step_scale, step_topk;
   std::map<std::string, EncoderResult> enc;
   std::vector<KernelResult> kernels;
   std::printf("phase shares: not reported (core/profile.h scopes read the host clock while the GPU runs "
@@ -725,11 +725,11 @@ int main(int argc, char** argv) {
       std::printf("[%s] backend FAILED: %s\n", p.c_str(), ex.what());
       continue;
     }
-    StepResult rs = bench_model(scale, acts, steps, warmup, *be);
-    StepResult rt = bench_model(topk, acts, steps, warmup, *be);
+    StepTiming rs = bench_model(scale, acts, steps, warmup, *be);
+    StepTiming rt = bench_model(topk, acts, steps, warmup, *be);
     step_scale[p] = rs;
     step_topk[p] = rt;
-    auto report = [&](const char* name, const StepResult& r) {
+    auto report = [&](const char* name, const StepTiming& r) {
       if (!r.ok)
         std::printf("[%s] %-32s FAILED: %s\n", p.c_str(), name, r.error.c_str());
       else
@@ -792,8 +792,8 @@ int main(int argc, char** argv) {
     std::remove(err_path.c_str());
     for (const auto& [p, pr] : peer) {
       if (!pr.ok) continue;
-      const StepResult& rt = step_topk[p];
-      const StepResult& rs = step_scale[p];
+      const StepTiming& rt = step_topk[p];
+      const StepTiming& rs = step_scale[p];
       if (rt.ok)
         std::printf("[%s] TopK step: moesae %.0f vs PyTorch %.0f tokens/s -> %.2fx\n", p.c_str(), rt.median_tps,
                     pr.topk, rt.median_tps / pr.topk);
@@ -814,7 +814,7 @@ int main(int argc, char** argv) {
   std::printf("%-5s %12s %12s %9s %9s %9s %12s %12s %7s %7s\n", "prec", "TopK tok/s", "Scale tok/s", "TopK enc",
               "Scale gm", "Scale enc", "torch TopK", "torch Scale", "TopK x", "Scale x");
   for (const auto& p : precs) {
-    auto tps = [](const std::map<std::string, StepResult>& m, const std::string& p) {
+    auto tps = [](const std::map<std::string, StepTiming>& m, const std::string& p) {
       auto it = m.find(p);
       return it != m.end() && it->second.ok ? fmt_num(it->second.median_tps) : std::string("FAIL");
     };

@@ -24,17 +24,17 @@ using namespace moesae;
 
 namespace {
 
-struct StepResult {
+struct StepTiming {
   double tokens_per_s = 0;
   double encoder_gflops = 0;
   std::map<std::string, double> phase_share;
   double operations = 0, read_backs = 0;  // backend calls per step, and those that return data to the host
 };
 
-StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int warmup, Backend& inner) {
+StepTiming bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int warmup, Backend& inner) {
   CountingBackend be(inner, false);
   bench::StepModel model = bench::make_step_model(mc, acts, steps + warmup, be);
-  auto one_step = [&]() { bench::train_step(model, be); };
+  auto one_step = [&]() { bench::train_step(model); };
   for (int i = 0; i < warmup; ++i) one_step();
   be.reset();
   // The fastest of the timed steps (this VM shares its cores: the best step is the least disturbed one).
@@ -52,7 +52,7 @@ StepResult bench_model(const ModelConfig& mc, const Tensor& acts, int steps, int
     }
   }
   profile::set_enabled(false);
-  StepResult r;
+  StepTiming r;
   r.operations = double(be.operations()) / std::max(steps, 1);
   r.read_backs = double(be.round_trips()) / std::max(steps, 1);
   const double B = double(acts.rows());
@@ -90,11 +90,11 @@ int main(int argc, char** argv) {
 
   const ModelConfig scale = bench::scale_config(d, F), topk = bench::topk_config(d, F);
 
-  StepResult rs = bench_model(scale, acts, steps, warmup, *be);
-  StepResult rt = bench_model(topk, acts, steps, warmup, *be);
+  StepTiming rs = bench_model(scale, acts, steps, warmup, *be);
+  StepTiming rt = bench_model(topk, acts, steps, warmup, *be);
   peak = std::max(peak, bench::sgemm_peak_gflops(2048, 5));  // measured again after the models: the better of the two
   std::printf("sgemm peak, best before and after the models: %.1f GFLOP/s\n", peak);
-  auto report = [&](const char* name, const StepResult& r) {
+  auto report = [&](const char* name, const StepTiming& r) {
     std::printf("%-34s %10.0f tokens/s | encoder %.1f GFLOP/s = %.0f%% of sgemm peak | phases:", name, r.tokens_per_s,
                 r.encoder_gflops, 100.0 * r.encoder_gflops / peak);
     for (auto& [k, v] : r.phase_share) std::printf(" %s %.0f%%", k.c_str(), 100 * v);

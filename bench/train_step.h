@@ -1,13 +1,12 @@
-// Shared by the training benchmarks: a model ready to train on one fixed batch, and one training step exactly as
-// the Trainer takes it (decoder constraint, forward, backward, clipping, gradient projection, Adam, dead-latent
-// counters) without the data loading and logging around it.
+// Shared by the training benchmarks: a model ready to train on one fixed batch, and one training step as the
+// Trainer takes it (moesae::train_step) without the data loading and logging around it.
 #pragma once
 #include <memory>
 
-#include "core/profile.h"
 #include "core/rng.h"
 #include "sae/sae.h"
 #include "train/adam.h"
+#include "train/train_step.h"
 
 namespace moesae::bench {
 
@@ -54,17 +53,11 @@ inline StepModel make_step_model(const ModelConfig& mc, const Tensor& acts, int 
   return m;
 }
 
-inline void train_step(StepModel& m, Backend& be) {
-  Sae& sae = *m.sae;
-  sae.apply_decoder_constraint();
-  sae.zero_grad();
-  sae.forward(m.x, true);
-  sae.backward();
-  profile::Scope ps("optimizer");
-  clip_grad_norm(sae.params(), be, 1.0);
-  sae.project_decoder_gradient();
-  m.adam->step(1e-4);
-  sae.record_firing();
+inline void train_step(StepModel& m) {
+  StepOptions options;
+  options.lr = 1e-4;
+  options.grad_clip = 1.0;
+  moesae::train_step(*m.sae, *m.adam, m.x, options);
 }
 
 }  // namespace moesae::bench

@@ -643,6 +643,104 @@ TEST_P(Parity, ReduceManyIsTheSingleReductionsInOneRoundTrip) {
   EXPECT_TRUE(be().reduce_many({}).empty());
 }
 
+// A queued read-back holds the values of the moment it was queued and arrives with the next wait (none before on
+// CUDA, where it is asked for later; at once on the CPU), whatever the queue holds, however much of it there is.
+TEST_P(Parity, QueuedReadBacksArriveWithTheNextWait) {
+  using Op = Backend::ReduceOp;
+  Twin a = twin(random_host(300, 77, seed(), 2.0, 0.3), 5), big = twin(randn_vector(1000003, seed()));
+  Twin ids = twin(random_ids(40, 3, 64, seed()), 3);
+  const std::vector<double> want = be().reduce_many({{Op::Sum, a.test}, {Op::SumSquares, big.test}});
+  const Tensor want_a = be().to_host(a.test), want_ids = be().to_host(ids.test);
+
+  const int64_t waits = be().host_waits();
+  Tensor got_a = host_tensor(300, 77), got_ids = host_tensor(40, 3, DType::I32), got_big = host_vector(1000003);
+  Backend::Pending pbig = be().download_later(big.test, got_big);
+  Backend::Pending sums = be().reduce_many_later({{Op::Sum, a.test}, {Op::SumSquares, big.test}});
+  Backend::Pending pa = be().download_later(a.test, got_a);
+  Backend::Pending pids = be().download_later(ids.test, got_ids);
+  be().fill(a.test, 0.f);  // after the copies were queued: they keep what was there before
+  be().fill_i32(ids.test, -7);
+  EXPECT_EQ(be().host_waits() - waits, 0) << "queueing read-backs waited";
+  if (cuda()) {
+    EXPECT_FALSE(pbig.ready() || sums.ready() || pa.ready() || pids.ready()) << "arrived before any wait";
+  } else {
+    EXPECT_TRUE(pbig.ready() && sums.ready() && pa.ready() && pids.ready()) << "the CPU backend has them at once";
+  }
+  EXPECT_EQ(be().sum(a.test), 0.0);  // any read-back: one wait, which delivers everything queued before it
+  EXPECT_EQ(be().host_waits() - waits, cuda() ? 1 : 0);
+  EXPECT_TRUE(pbig.ready() && sums.ready() && pa.ready() && pids.ready());
+  ASSERT_EQ(sums.get().size(), 2u);
+  EXPECT_EQ(sums.get()[0], want[0]) << "reduce_many_later vs reduce_many";
+  EXPECT_EQ(sums.get()[1], want[1]) << "reduce_many_later vs reduce_many";
+  EXPECT_TRUE(pa.get().empty());
+  EXPECT_TRUE(compare(want_a, got_a, -1)) << "download_later of a strided view";
+  EXPECT_TRUE(compare(want_ids, got_ids, -1)) << "download_later of strided i32";
+  EXPECT_TRUE(compare(ref().to_host(big.ref), got_big, -1)) << "download_later of a vector";
+  EXPECT_EQ(be().host_waits() - waits, cuda() ? 1 : 0) << "get() after the wait waits no more";
+
+  // More than the pinned area holds while a read-back is queued: the area is emptied by one wait (which delivers
+  // the queued one) and grows.
+  Backend::Pending small = be().reduce_many_later({{Op::SumSquares, big.test}});
+  Tensor huge_h = randn_vector(3000001, seed()), got_huge = host_vector(3000001);
+  Tensor huge = be().from_host(huge_h);
+  const int64_t w1 = be().host_waits();
+  Backend::Pending phuge = be().download_later(huge, got_huge);
+  EXPECT_EQ(be().host_waits() - w1, cuda() ? 1 : 0) << "growing the area";
+  EXPECT_TRUE(small.ready()) << "delivered by the growth's wait";
+  EXPECT_EQ(small.get()[0], want[1]);
+  EXPECT_TRUE(compare(huge_h, (phuge.get(), got_huge), -1)) << "download_later after growing";
+
+  // Asked for before anything else waited: get() waits once itself.
+  Backend::Pending alone = be().reduce_many_later({{Op::CountPositive, big.test}});
+  const int64_t w2 = be().host_waits();
+  EXPECT_EQ(alone.get()[0], double(be().count_positive(big.test)));
+  EXPECT_EQ(be().host_waits() - w2, cuda() ? 2 : 0) << "get()'s own wait, then count_positive's";
+  EXPECT_TRUE(Backend::Pending().get().empty()) << "a default Pending has no values";
+}
+
+// Clipping decided on the device: the factor from the per-tensor sums of squares exactly as the host computes it,
+// applied to every tensor; the sums come back later. Nothing waits on CUDA.
+TEST_P(Parity, ClipByGlobalNorm) {
+  for (double max_norm : {0.0, 1.0, 1e6}) {
+    std::vector<Twin> xs;
+    xs.push_back(twin(random_host(300, 77, seed(), 1.0), 5));
+    xs.push_back(twin(randn_vector(100003, seed())));
+    xs.push_back(twin(randn(0, 4, seed())));
+    xs.push_back(twin(randn(1, 1, seed())));
+    std::vector<Tensor> ref_xs, test_xs;
+    std::vector<Backend::Reduction> squares;
+    for (const Twin& t : xs) {
+      ref_xs.push_back(t.ref);
+      test_xs.push_back(t.test);
+      squares.push_back({Backend::ReduceOp::SumSquares, t.test});
+    }
+    const std::vector<double> want_sq = be().reduce_many(squares);
+    const float factor = Backend::clip_factor(want_sq, max_norm);
+    std::vector<Tensor> want;  // the host's way: scale when the factor is not 1
+    for (const Twin& t : xs) {
+      Tensor c = t.test.rank() == 1 ? be().empty_vector(t.test.rows()) : be().empty(t.test.rows(), t.test.cols());
+      be().copy(t.test, c);
+      if (factor != 1.f) be().scale(c, factor);
+      want.push_back(be().to_host(c));
+    }
+    const int64_t waits = be().host_waits();
+    Backend::Pending got_sq = be().clip_by_global_norm(test_xs, max_norm);
+    ref().clip_by_global_norm(ref_xs, max_norm);
+    EXPECT_EQ(be().host_waits() - waits, 0) << "clip_by_global_norm waited";
+    ASSERT_EQ(got_sq.get().size(), xs.size());
+    const std::string what = "max_norm " + std::to_string(max_norm);
+    for (size_t i = 0; i < xs.size(); ++i) {
+      EXPECT_EQ(got_sq.get()[i], want_sq[i]) << "sum of squares " << i << ", " << what;
+      EXPECT_TRUE(compare(want[i], be().to_host(xs[i].test), -1)) << "clipped tensor " << i << ", " << what;
+      expect_near(xs[i], 1e-6, "vs the reference: tensor " + std::to_string(i) + ", " + what);
+      if (xs[i].test.rank() == 2 && xs[i].test.ld() != xs[i].test.cols())
+        EXPECT_TRUE(std::isnan(be().to_host(xs[i].test_buf).host<float>()[0])) << "padding written, " << what;
+    }
+    if (max_norm == 1.0) EXPECT_LT(factor, 1.f) << "the case meant to clip did not";
+    if (max_norm != 1.0) EXPECT_EQ(factor, 1.f);
+  }
+}
+
 TEST_P(Parity, CountPositive) {
   // -0, +0, NaN and negatives do not count; the smallest denormal does.
   const std::vector<float> special = {-0.f, 0.f, kNaN, 1e-45f, -1e-45f, kInf, -kInf, 0.5f, -0.5f};

@@ -32,6 +32,46 @@ Tensor Backend::from_host(const Tensor& host_src) {
   return t;
 }
 
+Backend::Pending Backend::Pending::ready_with(std::vector<double> values) {
+  Pending p;
+  p.state_ = std::make_shared<State>();
+  p.state_->ready = true;
+  p.state_->values = std::move(values);
+  return p;
+}
+
+const std::vector<double>& Backend::Pending::get() {
+  static const std::vector<double> none;
+  if (!state_) return none;
+  if (!state_->ready) owner_->synchronize();  // every wait delivers what was queued before it
+  MOESAE_CHECK(state_->ready, "a queued read-back did not arrive with the wait for the device");
+  return state_->values;
+}
+
+std::vector<double> Backend::reduce_many(const std::vector<Reduction>& items) { return reduce_many_later(items).get(); }
+
+Backend::Pending Backend::download_later(const Tensor& src, Tensor host_dst) {
+  download(src, host_dst);
+  return Pending::ready_with({});
+}
+
+float Backend::clip_factor(const std::vector<double>& squares, double max_norm) {
+  double sq = 0;
+  for (double v : squares) sq += v;
+  const double norm = std::sqrt(sq);
+  return max_norm > 0 && norm > max_norm ? static_cast<float>(max_norm / (norm + 1e-6)) : 1.f;
+}
+
+Backend::Pending Backend::clip_by_global_norm(const std::vector<Tensor>& xs, double max_norm) {
+  std::vector<Reduction> squares;
+  for (const Tensor& x : xs) squares.push_back({ReduceOp::SumSquares, x});
+  std::vector<double> r = reduce_many(squares);
+  const float s = clip_factor(r, max_norm);
+  if (s != 1.f)
+    for (const Tensor& x : xs) scale(x, s);
+  return Pending::ready_with(std::move(r));
+}
+
 namespace {
 
 // The groups of `offsets` checked against the rows of the operands they index (and the entries of per-group lists).

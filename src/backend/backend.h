@@ -75,12 +75,47 @@ class Backend {
     ReduceOp op;
     Tensor x;  // f32
   };
-  virtual std::vector<double> reduce_many(const std::vector<Reduction>& items) = 0;
+  std::vector<double> reduce_many(const std::vector<Reduction>& items);  // reduce_many_later(items).get()
   double sum(const Tensor& x) { return reduce_many({{ReduceOp::Sum, x}})[0]; }
   double sum_squares(const Tensor& x) { return reduce_many({{ReduceOp::SumSquares, x}})[0]; }
   int64_t count_positive(const Tensor& x) {
     return static_cast<int64_t>(reduce_many({{ReduceOp::CountPositive, x}})[0]);
   }
+
+  // ---- read-backs that ride on the next wait ----------------------------------------------------------------
+  // A value the host needs only later (a step's statistics, the router's mean probabilities before the routing
+  // counts come back) is queued now and arrives with the host's next wait for the device: any read-back above
+  // (reduce_many, download, group_by_expert, threshold_mask) or get() itself when none came in between. So a step
+  // waits only where the host must decide something. On the CPU backend the values are there at once.
+  class Pending {
+   public:
+    struct State {
+      bool ready = false;
+      std::vector<double> values;
+    };
+    Pending() = default;
+    static Pending ready_with(std::vector<double> values);  // values the host already has
+    bool ready() const { return !state_ || state_->ready; }
+    // The values (reduce_many_later: one per reduction; download_later: none), waiting for them if they have not
+    // arrived yet.
+    const std::vector<double>& get();
+
+   private:
+    friend class Backend;
+    std::shared_ptr<State> state_;
+    Backend* owner_ = nullptr;
+  };
+  // reduce_many's results, later.
+  virtual Pending reduce_many_later(const std::vector<Reduction>& items) = 0;
+  // Copies src into host_dst (a host tensor of its shape), which holds the data once the Pending is ready.
+  virtual Pending download_later(const Tensor& src, Tensor host_dst);
+  // Gradient clipping by the global L2 norm, decided on the device: norm^2 = the sum, in order, of the xs' sums of
+  // squares (each as reduce_many adds it); when max_norm > 0 and norm > max_norm, every x is scaled by
+  // max_norm / (norm + 1e-6). The sums of squares, one per x, come back later (on CUDA nothing waits).
+  virtual Pending clip_by_global_norm(const std::vector<Tensor>& xs, double max_norm);
+  // The factor clip_by_global_norm scales by, from its sums of squares (1 when nothing is clipped).
+  static float clip_factor(const std::vector<double>& squares, double max_norm);
+
   // out[i] = sum_j (a[i,j] - b[i,j])^2 (per-row squared error, into an f32 vector of length rows)
   virtual void row_squared_error(const Tensor& a, const Tensor& b, Tensor out) = 0;
 
@@ -183,6 +218,13 @@ class Backend {
   virtual void add_group_rows_impl(Tensor a, const std::vector<int64_t>& offsets, const Tensor& v, float alpha);
   virtual void axpy_groups_impl(const std::vector<float>& alpha, const std::vector<int64_t>& offsets,
                                 const Tensor& x, Tensor y);
+  // A Pending whose values this backend delivers into `state` (and whose get() waits through synchronize()).
+  Pending pending(std::shared_ptr<Pending::State> state) {
+    Pending p;
+    p.state_ = std::move(state);
+    p.owner_ = this;
+    return p;
+  }
 };
 
 // Adam's bias-corrected step, as every backend applies it: p -= step_size m / (sqrt(v) inv_sqrt_bc2 + eps), with

@@ -1,8 +1,10 @@
 // moesae backend: CountingBackend, a Backend that forwards every call to another one and counts them: the
 // operations a model issues (on the CUDA backend each is one or a few kernel launches; a grouped product that falls
 // back to one cuBLAS call per group, as bf16 or unaligned operands do, is more) and the calls that bring data back
-// to the host (on CUDA each is one wait for the device: download, reduce_many, group_by_expert, threshold_mask; an
-// upload from a page-locked host_buffer waits too, but counts as an operation).
+// to the host (on CUDA each is one wait for the device: download, reduce_many, group_by_expert, threshold_mask,
+// synchronize; an upload from a page-locked host_buffer waits too, but counts as an operation). A queued read-back
+// (reduce_many_later, download_later, clip_by_global_norm) is an operation whose values, as on CUDA, arrive with the
+// next round trip, or with one of its own when it is asked for first.
 // The benchmarks print both per training step; tests check them on the CPU, without a GPU. Counting by name (for
 // messages) is optional: it costs a map update per call.
 #pragma once
@@ -30,7 +32,12 @@ class CountingBackend final : public Backend {
 
   Device device() const override { return in_.device(); }
   std::string name() const override { return "counting(" + in_.name() + ")"; }
-  void synchronize() override { in_.synchronize(); }
+  void synchronize() override {  // a wait, not an operation
+    ++round_trips_;
+    if (keep_names_) ++by_name_["synchronize"];
+    in_.synchronize();
+    deliver();
+  }
   int64_t host_waits() const override { return in_.host_waits(); }
   int64_t grouped_gemm_fallbacks() const override { return in_.grouped_gemm_fallbacks(); }
   int64_t group_rows_per_call() const override { return group_rows_ >= 0 ? group_rows_ : in_.group_rows_per_call(); }
@@ -39,7 +46,11 @@ class CountingBackend final : public Backend {
   Tensor host_buffer(int64_t rows, int64_t cols, DType dt) override { return in_.host_buffer(rows, cols, dt); }
 
   void upload(const Tensor& s, Tensor d) override { op("upload"); in_.upload(s, d); }
-  void download(const Tensor& s, Tensor d) override { trip("download"); in_.download(s, d); }
+  void download(const Tensor& s, Tensor d) override {
+    trip("download");
+    in_.download(s, d);
+    deliver();
+  }
   void copy(const Tensor& s, Tensor d) override { op("copy"); in_.copy(s, d); }
   void fill(Tensor x, float v) override { op("fill"); in_.fill(x, v); }
   void fill_i32(Tensor x, int32_t v) override { op("fill_i32"); in_.fill_i32(x, v); }
@@ -55,9 +66,18 @@ class CountingBackend final : public Backend {
   void scale_cols(Tensor a, const Tensor& s) override { op("scale_cols"); in_.scale_cols(a, s); }
   void exp(const Tensor& x, Tensor o) override { op("exp"); in_.exp(x, o); }
   void sum_rows(const Tensor& a, Tensor o, float al, float be) override { op("sum_rows"); in_.sum_rows(a, o, al, be); }
-  std::vector<double> reduce_many(const std::vector<Reduction>& items) override {
-    trip("reduce_many");
-    return in_.reduce_many(items);
+  // Queued read-backs: an operation each, delivered (as on CUDA) by the next round trip, or by get()'s own.
+  Pending reduce_many_later(const std::vector<Reduction>& items) override {
+    op("reduce_many_later");
+    return queue(in_.reduce_many_later(items));
+  }
+  Pending download_later(const Tensor& s, Tensor d) override {
+    op("download_later");
+    return queue(in_.download_later(s, d));
+  }
+  Pending clip_by_global_norm(const std::vector<Tensor>& xs, double max_norm) override {
+    op("clip_by_global_norm");
+    return queue(in_.clip_by_global_norm(xs, max_norm));
   }
   void row_squared_error(const Tensor& a, const Tensor& b, Tensor o) override {
     op("row_squared_error"); in_.row_squared_error(a, b, o);
@@ -100,7 +120,9 @@ class CountingBackend final : public Backend {
   }
   ExpertGroups group_by_expert(const Tensor& e, int n) override {
     trip("group_by_expert");
-    return in_.group_by_expert(e, n);
+    ExpertGroups g = in_.group_by_expert(e, n);
+    deliver();
+    return g;
   }
   void candidates_to_latents(const Tensor& c, const Tensor& e, int n, Tensor l, Tensor s) override {
     op("candidates_to_latents"); in_.candidates_to_latents(c, e, n, l, s);
@@ -110,7 +132,9 @@ class CountingBackend final : public Backend {
   }
   int64_t threshold_mask(const Tensor& c, int64_t t, Tensor m) override {
     trip("threshold_mask");
-    return in_.threshold_mask(c, t, m);
+    const int64_t n = in_.threshold_mask(c, t, m);
+    deliver();
+    return n;
   }
   void adam_step(Tensor p, const Tensor& g, Tensor m, Tensor v, float lr, float b1, float b2, float eps,
                  int64_t step) override {
@@ -146,12 +170,29 @@ class CountingBackend final : public Backend {
     ++round_trips_;
     op(name);
   }
+  Pending queue(Pending inner) {
+    auto state = std::make_shared<Pending::State>();
+    queued_.push_back({state, std::move(inner)});
+    return pending(state);
+  }
+  void deliver() {  // after a round trip of the wrapped backend, which has its queued values by then
+    for (Queued& q : queued_) {
+      q.state->values = q.inner.get();
+      q.state->ready = true;
+    }
+    queued_.clear();
+  }
 
   Backend& in_;
   bool keep_names_;
   int64_t group_rows_ = -1;
   int64_t operations_ = 0, round_trips_ = 0;
   std::map<std::string, int64_t> by_name_;
+  struct Queued {
+    std::shared_ptr<Pending::State> state;
+    Pending inner;  // the wrapped backend's (ready at once on the CPU)
+  };
+  std::vector<Queued> queued_;
 };
 
 }  // namespace moesae

@@ -18,7 +18,7 @@ void GatedSae::init(Rng& rng) {
   init_encoder_and_tied_decoder(*w_gate_, *w_dec_, rng);
 }
 
-SaeStats GatedSae::forward(const Tensor& x, bool train) {
+void GatedSae::forward_pass(const Tensor& x, bool train) {
   const int64_t B = x.rows(), F = cfg_.dict_size, d = cfg_.d;
   MOESAE_CHECK(x.cols() == d, "input has d=", x.cols(), ", model expects ", d);
   x_ = x;
@@ -52,13 +52,12 @@ SaeStats GatedSae::forward(const Tensor& x, bool train) {
   be_.add_row_vector(frozen_hat_, b_pre_->value, 1.f);
   Tensor err = be_.empty_vector(B);
   be_.row_squared_error(x, frozen_hat_, err);
-  SaeStats s;
-  const std::vector<double> r =
-      reconstruction_stats(x, f_, s, {{Backend::ReduceOp::Sum, gate_relu_}, {Backend::ReduceOp::Sum, err}});
-  const double c = recon_scale(B);
-  s.sparsity = c * cfg_.l1_coeff * r[0];
-  s.aux = c * r[1];
-  s.loss = s.recon + s.sparsity + s.aux;
+  queue_stats(x, f_, {{Backend::ReduceOp::Sum, gate_relu_}, {Backend::ReduceOp::Sum, err}},
+              [c = recon_scale(B), l1 = cfg_.l1_coeff](const std::vector<double>& r, SaeStats& s) {
+                s.sparsity = c * l1 * r[0];
+                s.aux = c * r[1];
+                s.loss = s.recon + s.sparsity + s.aux;
+              });
 
   // The code: all F latents (dense), ids 0..F-1.
   if (!iota_.defined() || iota_.rows() != B) {
@@ -69,7 +68,6 @@ SaeStats GatedSae::forward(const Tensor& x, bool train) {
   }
   code_.ids = iota_;
   code_.vals = f_;
-  return s;
 }
 
 void GatedSae::backward() {

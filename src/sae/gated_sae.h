@@ -13,7 +13,7 @@ class GatedSae final : public Sae {
  public:
   GatedSae(const ModelConfig& config, Backend& backend);
   void init(Rng& rng) override;
-  SaeStats forward(const Tensor& x, bool train) override;
+  void forward_pass(const Tensor& x, bool train) override;
   void backward() override;
 
  private:

@@ -119,17 +119,28 @@ void MoeSae::encode_experts(int i0, int i1, Tensor ug_buf, Tensor y_buf, Tensor 
   be_.scatter_rows(y, r.cand_rows.row_range(r0, r0 + m), cand);
 }
 
-SaeStats MoeSae::forward(const Tensor& x, bool train) {
+void MoeSae::forward_pass(const Tensor& x, bool train) {
   const int64_t B = x.rows(), e = cfg_.active_experts, k = cfg_.k, d = cfg_.d;
   MOESAE_CHECK(x.cols() == d, "input has d=", x.cols(), ", model expects ", d);
   x_ = x;
+  // omega per expert scales the grouped products below as host scalars: queued first, it arrives with the
+  // routing counts (the one wait before the encoder).
+  const Param* omega = params_.find("omega");
+  Tensor omega_h;
+  Backend::Pending omega_arrival;
+  if (omega) {
+    omega_h = host_vector(omega->value.numel());
+    omega_arrival = be_.download_later(omega->value, omega_h);
+  }
   {
     profile::Scope ps("router");
     routing_ = router_.forward(x);
   }
+  omega_arrival.get();
+  omega_host_.clear();
+  if (omega) omega_host_.assign(omega_h.host<float>(), omega_h.host<float>() + omega_h.numel());
   u_ = be_.empty(B, d);
   subtract_bias(be_, x, b_pre_->value, u_);
-  omega_host_ = omega();
   if (cfg_.feature_scaling == FeatureScaling::Mean || cfg_.feature_scaling == FeatureScaling::Reference)
     compute_lowpass_vectors();
   if (!ex_) {
@@ -192,14 +203,14 @@ SaeStats MoeSae::forward(const Tensor& x, bool train) {
     be_.add_row_vector(x_hat_, b_pre_->value, 1.f);
   }
 
-  SaeStats s;
-  reconstruction_stats(x, code_.vals, s);
-  s.lb = routing_.lb;
-  s.expert_fraction = routing_.topE_fraction;
   lb_weight_ = cfg_.lb_alpha * aux_factor();
-  s.lb_term = lb_weight_ * s.lb;
-  s.loss = s.recon + s.lb_term;
-  return s;
+  queue_stats(x, code_.vals, {},
+              [lb = routing_.lb, fraction = routing_.topE_fraction, weight = lb_weight_](const auto&, SaeStats& s) {
+                s.lb = lb;
+                s.expert_fraction = fraction;
+                s.lb_term = weight * s.lb;
+                s.loss = s.recon + s.lb_term;
+              });
 }
 
 void MoeSae::backward() {

@@ -22,7 +22,7 @@ class MoeSae final : public Sae {
   // are those experts' rows, Param::sharded()); nullptr: all experts here.
   MoeSae(const ModelConfig& config, Backend& backend, ExpertExchange* exchange = nullptr);
   void init(Rng& rng) override;
-  SaeStats forward(const Tensor& x, bool train) override;
+  void forward_pass(const Tensor& x, bool train) override;
   void backward() override;
   void set_batch_group(BatchGroup* group) override {
     Sae::set_batch_group(group);

@@ -29,19 +29,18 @@ Routing Router::forward(const Tensor& x) {
   Routing r;
   const bool grouped = group_ && group_->size() > 1;
   group_rows_ = grouped ? B * group_->size() : B;
-  // f_i with top-1 assignment (reference code) uses the argmax, i.e. the first column before re-sorting.
-  std::vector<double> top1_fraction;
+  // What the host needs from here is queued so that it arrives with the routing counts (group_by_expert, the
+  // step's one wait before the encoder): the argmax of each token for f_i with top-1 assignment (the reference
+  // code; column 0 of the top-e before re-sorting) and P_i = mean_b p_bi (as column sums over the group's batch).
+  Tensor top;
+  Backend::Pending top_arrival;
   if (cfg_.lb_assignment == LbAssignment::Top1) {
-    Tensor top = be_.to_host(experts_);  // one small [B, e] copy; column 0 is the argmax
-    top1_fraction.assign(E, 0.0);
-    if (!grouped) {
-      for (int64_t b = 0; b < B; ++b) top1_fraction[top.host<int32_t>()[b * top.ld()]] += 1.0 / double(B);
-    } else {  // counts over the group's batch
-      for (int64_t b = 0; b < B; ++b) top1_fraction[top.host<int32_t>()[b * top.ld()]] += 1.0;
-      group_->sum(top1_fraction.data(), top1_fraction.size());
-      for (double& f : top1_fraction) f /= double(group_rows_);
-    }
+    top = host_tensor(B, e, DType::I32);
+    top_arrival = be_.download_later(experts_, top);
   }
+  Tensor mean_p = be_.empty_vector(E), mp = host_vector(E);
+  be_.sum_rows(probs_, mean_p, grouped ? 1.f : 1.f / float(B), 0.f);
+  Backend::Pending mp_arrival = be_.download_later(mean_p, mp);
   be_.sort_rows_by_index(experts_, pvals_);  // slot order = expert id order (global latent id order)
   weights_ = be_.empty(B, e);
   switch (cfg_.weight) {
@@ -56,19 +55,27 @@ Routing Router::forward(const Tensor& x) {
   for (int64_t i = 0; i < E; ++i) r.topE_fraction[i] = double(r.groups.offsets[i + 1] - r.groups.offsets[i]);
   if (grouped) group_->sum(r.topE_fraction.data(), r.topE_fraction.size());
   for (double& f : r.topE_fraction) f /= double(group_rows_ * e);
-  fraction_ = cfg_.lb_assignment == LbAssignment::Top1 ? top1_fraction : r.topE_fraction;
+  if (cfg_.lb_assignment == LbAssignment::Top1) {
+    top_arrival.get();
+    std::vector<double> top1_fraction(E, 0.0);
+    const int32_t* t = top.host<int32_t>();
+    if (!grouped) {
+      for (int64_t b = 0; b < B; ++b) top1_fraction[t[b * top.ld()]] += 1.0 / double(B);
+    } else {  // counts over the group's batch
+      for (int64_t b = 0; b < B; ++b) top1_fraction[t[b * top.ld()]] += 1.0;
+      group_->sum(top1_fraction.data(), top1_fraction.size());
+      for (double& f : top1_fraction) f /= double(group_rows_);
+    }
+    fraction_ = top1_fraction;
+  } else {
+    fraction_ = r.topE_fraction;
+  }
   r.fraction = fraction_;
   // P_i = mean_b p_bi;  L_lb = E sum_i f_i P_i  (Eq. 2.2)
-  Tensor mean_p = be_.empty_vector(E);
+  mp_arrival.get();
   std::vector<double> p_mean(E);
-  if (!grouped) {
-    be_.sum_rows(probs_, mean_p, 1.f / float(B), 0.f);
-    Tensor mp = be_.to_host(mean_p);
-    for (int64_t i = 0; i < E; ++i) p_mean[i] = mp.host<float>()[i];
-  } else {  // sums over the group's batch, then the mean
-    be_.sum_rows(probs_, mean_p, 1.f, 0.f);
-    Tensor mp = be_.to_host(mean_p);
-    for (int64_t i = 0; i < E; ++i) p_mean[i] = mp.host<float>()[i];
+  for (int64_t i = 0; i < E; ++i) p_mean[i] = mp.host<float>()[i];
+  if (grouped) {  // sums over the group's batch, then the mean
     group_->sum(p_mean.data(), p_mean.size());
     for (double& v : p_mean) v = double(float(v / double(group_rows_)));
   }

@@ -69,14 +69,22 @@ double Sae::recon_scale(int64_t batch) const {
 
 double Sae::aux_factor() const { return cfg_.mse_normalization == MseNormalization::Mean ? 1.0 : double(cfg_.d); }
 
-std::vector<double> Sae::reconstruction_stats(const Tensor& x, const Tensor& code, SaeStats& s,
-                                              std::vector<Backend::Reduction> extra) {
-  const int64_t B = x.rows();
-  Tensor err = be_.empty_vector(B);
+void Sae::queue_stats(const Tensor& x, const Tensor& code, std::vector<Backend::Reduction> extra,
+                      FinishStats finish) {
+  Tensor err = be_.empty_vector(x.rows());
   be_.row_squared_error(x, x_hat_, err);
   extra.push_back({Backend::ReduceOp::Sum, err});
   extra.push_back({Backend::ReduceOp::CountPositive, code});
-  std::vector<double> r = be_.reduce_many(extra);
+  stats_pending_ = be_.reduce_many_later(extra);
+  stats_rows_ = x.rows();
+  finish_stats_ = std::move(finish);
+}
+
+SaeStats Sae::stats() {
+  MOESAE_CHECK(finish_stats_, "Sae::stats: no forward pass yet");
+  std::vector<double> r = stats_pending_.get();
+  const int64_t B = stats_rows_;
+  SaeStats s;
   s.tokens = B;
   s.sq_error = r[r.size() - 2];
   s.mse = s.sq_error / (double(B) * cfg_.d);
@@ -84,7 +92,8 @@ std::vector<double> Sae::reconstruction_stats(const Tensor& x, const Tensor& cod
   s.recon = recon_scale(B) * s.sq_error;
   s.l0 = r.back() / double(B);
   r.resize(r.size() - 2);
-  return r;
+  finish_stats_(r, s);
+  return s;
 }
 
 void Sae::reconstruction_grad(const Tensor& x, Tensor dxhat) {

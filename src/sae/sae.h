@@ -6,6 +6,7 @@
 // balancing, AuxK, the Gated SAE's L1 and auxiliary reconstruction) carries the same normalisation, so the "sum"
 // objective is exactly d times the "mean" objective.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,8 +59,17 @@ class Sae {
   virtual void init_biases_from_batch(const Tensor& host_batch);
   // Forward pass on x [B, d] (backend tensor); keeps what backward() needs. `train` adds the training-only
   // terms (AuxK). The loss depends on the dead-latent counters but does not change them: record_firing() does,
-  // once per training step.
-  virtual SaeStats forward(const Tensor& x, bool train) = 0;
+  // once per training step. Returns the pass's statistics: forward_pass, then stats().
+  SaeStats forward(const Tensor& x, bool train) {
+    forward_pass(x, train);
+    return stats();
+  }
+  // The forward pass alone. Its statistics are queued on the backend (Backend::Pending) and arrive with a later
+  // wait for the device, so a training step asks for them at its end, where it waits once for them and the
+  // gradient norm together.
+  virtual void forward_pass(const Tensor& x, bool train) = 0;
+  // The last forward pass's statistics (waiting for them if they have not arrived).
+  SaeStats stats();
   // Dead-latent bookkeeping for the last forward: every latent's tokens-since-fired counter grows by B, and
   // resets for each latent that fired (z > 0) on some token.
   void record_firing();
@@ -93,10 +103,11 @@ class Sae {
   // Rows of the whole group's batch when this process holds `local` of them.
   int64_t group_batch(int64_t local) const { return group_ ? local * group_->size() : local; }
   double aux_factor() const;
-  // Shared forward tail: x^ stats (sq_error, mse, mse_sum) from x and x_hat_, and l0 = the entries > 0 of `code`
-  // per token. The model's `extra` reductions share the same host round trip; their results are returned.
-  std::vector<double> reconstruction_stats(const Tensor& x, const Tensor& code, SaeStats& s,
-                                           std::vector<Backend::Reduction> extra = {});
+  // Shared forward tail, queued: x^ stats (sq_error, mse, mse_sum) from x and x_hat_, and l0 = the entries > 0 of
+  // `code` per token, with the model's `extra` reductions in the same read-back. When they arrive, stats() hands
+  // the extras' results to `finish`, which adds the model's own terms and the loss.
+  using FinishStats = std::function<void(const std::vector<double>& extra, SaeStats& s)>;
+  void queue_stats(const Tensor& x, const Tensor& code, std::vector<Backend::Reduction> extra, FinishStats finish);
   // dL_recon/dx^ = 2 c (x^ - x) into dxhat.
   void reconstruction_grad(const Tensor& x, Tensor dxhat);
   // The references' initialisation: encoder U(-1/sqrt(d), 1/sqrt(d)), decoder = the encoder with unit rows (or
@@ -110,6 +121,11 @@ class Sae {
   BatchGroup* group_ = nullptr;
   Tensor x_hat_;
   SparseCode code_;
+
+ private:
+  Backend::Pending stats_pending_;  // the last forward pass's (queue_stats)
+  int64_t stats_rows_ = 0;
+  FinishStats finish_stats_;
 };
 
 class ExpertExchange;

@@ -44,7 +44,7 @@ Tensor TopKSae::select(const Tensor& pre, int k, Tensor& vals, Tensor& ids, cons
   return keep_global_topk(be_, *shards_, first_latent_, vals, ids, vals);
 }
 
-SaeStats TopKSae::forward(const Tensor& x, bool train) {
+void TopKSae::forward_pass(const Tensor& x, bool train) {
   const int64_t B = x.rows(), k = cfg_.k, d = cfg_.d;
   MOESAE_CHECK(x.cols() == d, "input has d=", x.cols(), ", model expects ", d);
   x_ = x;
@@ -86,12 +86,12 @@ SaeStats TopKSae::forward(const Tensor& x, bool train) {
     be_.add_row_vector(x_hat_, b_pre_->value, 1.f);
   }
 
-  SaeStats s;
-  reconstruction_stats(x, code_.vals, s);
   aux_k_ = 0;
-  if (train && cfg_.auxk && cfg_.auxk_alpha > 0) s.aux = auxk_forward(x, pre);
-  s.loss = s.recon + s.aux;
-  return s;
+  const double aux = train && cfg_.auxk && cfg_.auxk_alpha > 0 ? auxk_forward(x, pre) : 0.0;
+  queue_stats(x, code_.vals, {}, [aux](const auto&, SaeStats& s) {
+    s.aux = aux;
+    s.loss = s.recon + s.aux;
+  });
 }
 
 double TopKSae::auxk_forward(const Tensor& x, const Tensor& pre) {

@@ -15,7 +15,7 @@ class TopKSae final : public Sae {
   // rank holds block first_expert()); nullptr: all F latents here.
   TopKSae(const ModelConfig& config, Backend& backend, ExpertExchange* shards = nullptr);
   void init(Rng& rng) override;
-  SaeStats forward(const Tensor& x, bool train) override;
+  void forward_pass(const Tensor& x, bool train) override;
   void backward() override;
 
  private:

@@ -18,23 +18,35 @@ void Adam::step(double lr) {
     be_.adam_step(params_[i]->value, params_[i]->grad, m_[i], v_[i], float(lr), beta1_, beta2_, eps_, step_);
 }
 
-double clip_grad_norm(ParamSet& params, Backend& be, double max_norm, comm::Communicator* shards) {
+double GradNorm::value() {
+  if (norm_ < 0) {
+    double sq = 0;
+    for (double v : squares_.get()) sq += v;
+    norm_ = std::sqrt(sq);
+  }
+  return norm_;
+}
+
+GradNorm clip_grad_norm(ParamSet& params, Backend& be, double max_norm, comm::Communicator* shards) {
   const std::vector<Param*> trainable = params.trainable();
+  if (!shards) {
+    std::vector<Tensor> grads;
+    for (Param* p : trainable) grads.push_back(p->grad);
+    return GradNorm(be.clip_by_global_norm(grads, max_norm));
+  }
   std::vector<Backend::Reduction> squares;
   for (Param* p : trainable) squares.push_back({Backend::ReduceOp::SumSquares, p->grad});
   const std::vector<double> r = be.reduce_many(squares);  // one host round trip for every parameter
   double sq = 0, sharded = 0;
-  for (size_t i = 0; i < r.size(); ++i) (shards && trainable[i]->sharded() ? sharded : sq) += r[i];
-  if (shards) {  // every rank's rows of the sharded parameters: the norm of the whole model's gradient
-    shards->all_reduce(&sharded, 1, comm::ReduceOp::Sum);
-    sq += sharded;
-  }
+  for (size_t i = 0; i < r.size(); ++i) (trainable[i]->sharded() ? sharded : sq) += r[i];
+  shards->all_reduce(&sharded, 1, comm::ReduceOp::Sum);  // every rank's rows of the sharded parameters
+  sq += sharded;
   const double norm = std::sqrt(sq);
   if (max_norm > 0 && norm > max_norm) {
     const float s = static_cast<float>(max_norm / (norm + 1e-6));
     for (Param* p : trainable) be.scale(p->grad, s);
   }
-  return norm;
+  return GradNorm(norm);
 }
 
 double lr_at(const TrainConfig& cfg, double base_lr, int64_t step) {

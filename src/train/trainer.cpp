@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "core/log.h"
+#include "train/train_step.h"
 
 namespace moesae {
 namespace {
@@ -133,6 +134,16 @@ TrainOutcome Trainer::run(int64_t stop_after) {
   if (dp_) sae_.set_batch_group(dp_->size() > 1 ? dp_ : nullptr);  // cleared again when run() returns
   if (ep_ && eval_hook_ && cfg_.eval_every > 0 && dp_->rank() == 0 && !make_whole_)
     fail("expert parallelism: periodic evaluation needs the whole model on rank 0 (set_expert_parallel)");
+  StepOptions step_options;
+  step_options.grad_clip = cfg_.grad_clip;
+  step_options.shards = ep_ ? &ep_->communicator() : nullptr;
+  if (dp_ || replicas_)
+    step_options.reduce_gradients = [&] {
+      if (dp_)
+        dp_->all_reduce_gradients(sae_.params(), be, ep_ ? DataParallel::Which::Replicated : DataParallel::Which::All);
+      // expert parallelism: an expert's gradient is summed over the replicas that hold it
+      if (replicas_) replicas_->all_reduce_gradients(sae_.params(), be, DataParallel::Which::Sharded);
+    };
 
   while (state_.step < cfg_.steps) {
     const bool stop = dp_ ? dp_->any(stop_requested()) : stop_requested();
@@ -149,22 +160,13 @@ TrainOutcome Trainer::run(int64_t stop_after) {
       sae_.init_biases_from_batch(dp_ && dp_->size() > 1 ? dp_->gather_batch(host_batch) : host_batch);
     be.upload(host_batch, x);
 
-    sae_.apply_decoder_constraint();
-    sae_.zero_grad();
-    SaeStats s = sae_.forward(x, true);
-    if (dp_) s = dp_->reduce_stats(s, mc.d);
-    if (!std::isfinite(s.loss))
-      fail("training diverged at step ", state_.step, ": loss is ", s.loss, " (try a lower train.lr)");
-    sae_.backward();
-    if (dp_)  // expert parallelism: an expert's gradient is summed over the replicas that hold it
-      dp_->all_reduce_gradients(sae_.params(), be, ep_ ? DataParallel::Which::Replicated : DataParallel::Which::All);
-    if (replicas_) replicas_->all_reduce_gradients(sae_.params(), be, DataParallel::Which::Sharded);
-    const double gnorm =
-        clip_grad_norm(sae_.params(), be, cfg_.grad_clip, ep_ ? &ep_->communicator() : nullptr);
-    sae_.project_decoder_gradient();
     const double lr = lr_at(cfg_, base_lr_, state_.step);
-    adam_.step(lr);
-    sae_.record_firing();
+    step_options.lr = lr;
+    const StepResult st = train_step(sae_, adam_, x, step_options);
+    const SaeStats s = dp_ ? dp_->reduce_stats(st.stats, mc.d) : st.stats;
+    if (!std::isfinite(s.loss))  // (the update is made by now; nothing is checkpointed from here)
+      fail("training diverged at step ", state_.step, ": loss is ", s.loss, " (try a lower train.lr)");
+    const double gnorm = st.grad_norm;
     ++state_.step;
 
     ++acc.steps;

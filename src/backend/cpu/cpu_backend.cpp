@@ -201,7 +201,7 @@ class CpuBackend final : public Backend {
         po[j] = static_cast<float>((beta == 0.f ? 0.0 : double(beta) * po[j]) + double(alpha) * acc[j - c0]);
     }
   }
-  std::vector<double> reduce_many(const std::vector<Reduction>& items) override {
+  Pending reduce_many_later(const std::vector<Reduction>& items) override {  // computed at once
     std::vector<double> out;
     out.reserve(items.size());
     for (const Reduction& r : items) {
@@ -213,7 +213,7 @@ class CpuBackend final : public Backend {
           break;
       }
     }
-    return out;
+    return Pending::ready_with(std::move(out));
   }
   void row_squared_error(const Tensor& a, const Tensor& b, Tensor out) override {
     check_same_shape(a, b, "row_squared_error");

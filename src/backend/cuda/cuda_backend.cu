@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -58,11 +59,17 @@ struct StreamOwner {
   int ring_half = 0;
   cudaEvent_t ring_left[2] = {nullptr, nullptr};
   bool ring_used[2] = {false, false};
+  // Pinned area for queued read-backs (reduce_many_later, download_later, clip_by_global_norm): asynchronous copies
+  // land here; at the next wait each arrival hands its bytes to its Pending, and the area is free again.
+  char* deferred = nullptr;
+  size_t deferred_bytes = 0, deferred_used = 0;
+  std::vector<std::function<void()>> arrivals;  // run in queue order after the wait
   ~StreamOwner() {
     if (stream) cudaStreamSynchronize(stream);
     for (cudaEvent_t e : ring_left)
       if (e) cudaEventDestroy(e);
     if (ring) cudaFreeHost(ring);
+    if (deferred) cudaFreeHost(deferred);
     if (staging) cudaFreeHost(staging);
     if (error) cudaFree(error);
     if (stream) cudaStreamDestroy(stream);
@@ -243,8 +250,8 @@ class CudaBackend final : public Backend {
       po[j] = static_cast<float>((beta == 0.f ? 0.0 : double(beta) * po[j]) + double(alpha) * ps[j]);
     });
   }
-  std::vector<double> reduce_many(const std::vector<Reduction>& items) override {
-    // Every item's block partials into one device array, read back in one round trip, added in block order.
+  Pending reduce_many_later(const std::vector<Reduction>& items) override {
+    // Every item's block partials into one device array, copied back in one piece and added in block order.
     std::vector<int64_t> first(items.size() + 1, 0);
     for (size_t i = 0; i < items.size(); ++i) first[i + 1] = first[i] + cuda::reduce_blocks(items[i].x.numel());
     cuda::Scratch<double> part(ctx_, first.back());
@@ -255,11 +262,50 @@ class CudaBackend final : public Backend {
                                                                       : cuda::ReduceOp::CountPositive;
       cuda::reduce_partials(ctx_, m, op, part.get() + first[i]);
     }
-    const auto* host = static_cast<const double*>(wait_for_device(part.get(), size_t(first.back()) * sizeof(double)));
-    std::vector<double> out(items.size());
-    for (size_t i = 0; i < items.size(); ++i)
-      out[i] = cuda::add_partials(host + first[i], int(first[i + 1] - first[i]));
-    return out;
+    return queue_sums(part.get(), std::move(first));
+  }
+  Pending download_later(const Tensor& src, Tensor dst) override {
+    on_device(src, "download_later");
+    MOESAE_CHECK(dst.device() == Device::CPU, "download_later: the destination is not a host tensor");
+    check_same_shape(src, dst, "download_later");
+    auto state = std::make_shared<Pending::State>();
+    const size_t row = size_t(src.cols()) * 4, rows = size_t(src.rows());
+    if (row * rows == 0) {
+      state->ready = true;
+      return pending(state);
+    }
+    char* host = deferred_reserve(row * rows);  // packed rows
+    MOESAE_CUDA(cudaMemcpy2DAsync(host, row, src.data<float>(), size_t(src.contiguous() ? src.cols() : src.ld()) * 4,
+                                  row, rows, cudaMemcpyDeviceToHost, ctx_.stream));
+    owner_->arrivals.push_back([state, host, dst, row, rows] {
+      char* out = reinterpret_cast<char*>(dst.data<float>());
+      const size_t pitch = size_t(dst.contiguous() ? dst.cols() : dst.ld()) * 4;
+      for (size_t r = 0; r < rows; ++r) std::memcpy(out + r * pitch, host + r * row, row);
+      state->ready = true;
+    });
+    return pending(state);
+  }
+  Pending clip_by_global_norm(const std::vector<Tensor>& xs, double max_norm) override {
+    // The sums of squares as reduce_many_later takes them; one thread adds them up, in the host's order, into the
+    // factor (clip_factor), which the scaling reads on the device.
+    std::vector<int64_t> first(xs.size() + 1, 0);
+    for (size_t i = 0; i < xs.size(); ++i) first[i + 1] = first[i] + cuda::reduce_blocks(xs[i].numel());
+    cuda::Scratch<double> part(ctx_, first.back());
+    for (size_t i = 0; i < xs.size(); ++i)
+      cuda::reduce_partials(ctx_, dev_mat<const float>(xs[i], "clip_by_global_norm"), cuda::ReduceOp::SumSquares,
+                            part.get() + first[i]);
+    if (max_norm > 0 && !xs.empty()) {
+      cuda::Scratch<int64_t> dfirst(ctx_, int64_t(first.size()));
+      upload_small(first, dfirst.get());
+      cuda::Scratch<float> factor(ctx_, 1);
+      cuda::clip_factor(ctx_, part.get(), dfirst.get(), int(xs.size()), max_norm, factor.get());
+      const float* pf = factor.get();
+      for (const Tensor& x : xs) {
+        auto m = dev_mat<float>(x, "clip_by_global_norm");
+        cuda::for_each_2d(ctx_, m.rows, m.cols, [=] __device__(int64_t r, int64_t c) { m.at(r, c) *= *pf; });
+      }
+    }
+    return queue_sums(part.get(), std::move(first));
   }
   void row_squared_error(const Tensor& a, const Tensor& b, Tensor out) override {
     check_same_shape(a, b, "row_squared_error");
@@ -754,6 +800,48 @@ class CudaBackend final : public Backend {
     std::memcpy(staged, src, bytes);
     MOESAE_CUDA(cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, ctx_.stream));
   }
+  // Queues the copy of block partials part[first[i], first[i+1]) back to the host; on arrival item i's sum, added in
+  // block order, is value i of the Pending.
+  Pending queue_sums(const double* part, std::vector<int64_t> first) {
+    auto state = std::make_shared<Pending::State>();
+    const size_t bytes = size_t(first.back()) * sizeof(double);
+    if (bytes == 0) {  // nothing but empty tensors
+      state->values.assign(first.size() - 1, 0.0);
+      state->ready = true;
+      return pending(state);
+    }
+    char* host = deferred_reserve(bytes);
+    MOESAE_CUDA(cudaMemcpyAsync(host, part, bytes, cudaMemcpyDeviceToHost, ctx_.stream));
+    owner_->arrivals.push_back([state, host, first = std::move(first)] {
+      const auto* p = reinterpret_cast<const double*>(host);
+      state->values.resize(first.size() - 1);
+      for (size_t i = 0; i + 1 < first.size(); ++i)
+        state->values[i] = cuda::add_partials(p + first[i], int(first[i + 1] - first[i]));
+      state->ready = true;
+    });
+    return pending(state);
+  }
+  // `bytes` of the pinned area for a queued read-back's copy. A full area is emptied by a wait first (which delivers
+  // what it holds); it grows only while empty, so no copy in flight ever points into freed memory.
+  char* deferred_reserve(size_t bytes) {
+    StreamOwner& o = *owner_;
+    bytes = (bytes + 15) / 16 * 16;
+    if (o.deferred_used + bytes > o.deferred_bytes) {
+      const size_t need = o.deferred_used + bytes;  // what is queued between two waits, at least
+      if (!o.arrivals.empty()) wait_for_device(nullptr, 0);
+      if (need > o.deferred_bytes) {
+        if (o.deferred) MOESAE_CUDA(cudaFreeHost(o.deferred));
+        o.deferred = nullptr;
+        o.deferred_bytes = 0;
+        const size_t want = std::max<size_t>(size_t(1) << 20, 2 * need);
+        MOESAE_CUDA(cudaMallocHost(reinterpret_cast<void**>(&o.deferred), want));
+        o.deferred_bytes = want;
+      }
+    }
+    char* p = o.deferred + o.deferred_used;
+    o.deferred_used += bytes;
+    return p;
+  }
   template <typename T>
   void upload_small(const std::vector<T>& v, T* dst) {
     upload_bytes(v.data(), v.size() * sizeof(T), dst);
@@ -784,8 +872,8 @@ class CudaBackend final : public Backend {
   }
 
   // The one way the host waits for the device: copies `bytes` of device memory (if any) and the device error word
-  // into the pinned staging buffer, synchronises the stream once and returns the staged copy of `src` (valid
-  // until the next wait). An index out of range inside a kernel (a bug above this layer) is reported here.
+  // into the pinned staging buffer, synchronises the stream once, delivers the queued read-backs and returns the
+  // staged copy of `src` (valid until the next wait). An index out of range inside a kernel (a bug above this layer) is reported here.
   const void* wait_for_device(const void* src, size_t bytes) {
     constexpr size_t kHead = 16;  // the error word, then the data (aligned for doubles)
     if (owner_->staging_bytes < kHead + bytes) {  // grow; nothing in flight reads it (every wait ends in a sync)
@@ -802,6 +890,10 @@ class CudaBackend final : public Backend {
     MOESAE_CUDA(cudaMemcpyAsync(host, ctx_.error, sizeof(int), cudaMemcpyDeviceToHost, ctx_.stream));
     MOESAE_CUDA(cudaStreamSynchronize(ctx_.stream));
     ++host_waits_;
+    std::vector<std::function<void()>> arrived;  // the queued read-backs are all here now
+    arrived.swap(owner_->arrivals);
+    owner_->deferred_used = 0;
+    for (const auto& arrive : arrived) arrive();
     int code = 0;
     std::memcpy(&code, host, sizeof(int));
     if (code != 0) {

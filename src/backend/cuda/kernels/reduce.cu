@@ -102,6 +102,24 @@ double add_partials(const double* partial, int blocks) {
   return s;
 }
 
+__global__ void clip_factor_kernel(const double* partial, const int64_t* first, int items, double max_norm,
+                                   float* factor) {
+  double sq = 0;
+  for (int i = 0; i < items; ++i) {
+    double s = 0;  // add_partials
+    for (int64_t b = first[i]; b < first[i + 1]; ++b) s += partial[b];
+    sq += s;
+  }
+  const double norm = sqrt(sq);
+  *factor = max_norm > 0 && norm > max_norm ? static_cast<float>(max_norm / (norm + 1e-6)) : 1.f;
+}
+
+void clip_factor(const Ctx& ctx, const double* partial, const int64_t* first, int items, double max_norm,
+                 float* factor) {
+  clip_factor_kernel<<<1, 1, 0, ctx.stream>>>(partial, first, items, max_norm, factor);
+  MOESAE_LAUNCHED();
+}
+
 void column_sums(const Ctx& ctx, Mat<const float> a, bool squares, double* out) {
   const int64_t cols = a.cols, chunks = (a.rows + kChunkRows - 1) / kChunkRows;
   if (cols == 0) return;
