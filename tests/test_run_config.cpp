@@ -233,6 +233,10 @@ TEST(RunConfig, OverridesReplaceAddAndApplyInOrder) {
 
 TEST(RunConfig, OverrideErrorsNameTheOverride) {
   expect_error(kMinimal, {"model.k=abc"}, {"override 'model.k=abc'", "model.k", "expected an integer", "'abc'"});
+  expect_error(kMinimal, {"data.prefetch=sometimes"},
+               {"data.prefetch", "unknown prefetch 'sometimes'", "expected auto, on or off"});
+  EXPECT_EQ(parse_run_config_text(kMinimal, {"data.prefetch=off"}).data.prefetch, Prefetch::Off);
+  EXPECT_EQ(to_yaml(parse_run_config_text(kMinimal)).find("prefetch"), std::string::npos) << "auto is not written";
   expect_error(kMinimal, {"model.dict_szie=4"}, {"override 'model.dict_szie=4'", "unknown key 'model.dict_szie'",
                                                  "did you mean 'dict_size'"});
   expect_error(kMinimal, {"modle.k=4"}, {"override 'modle.k=4'", "unknown section 'modle'", "did you mean 'model'"});
@@ -513,6 +517,10 @@ TEST(ParallelLayout, AutomaticExplicitAndInvalid) {
   placed.train.device = 3;
   placed.train.threads = 7;
   EXPECT_EQ(checkpoint_identity(a), checkpoint_identity(placed));
+  RunConfig read_ahead = a;  // nor whether batches are read ahead (the same batches)
+  read_ahead.data.prefetch = Prefetch::On;
+  EXPECT_NE(to_yaml(a), to_yaml(read_ahead));
+  EXPECT_EQ(checkpoint_identity(a), checkpoint_identity(read_ahead));
   // A checkpoint of an older moesae stored the text with device and threads in it: it still resumes, and only its
   // own run.
   const std::string older = to_yaml(placed);

@@ -22,8 +22,8 @@ static_assert(sizeof(hid) == sizeof(hid_t), "h5::hid must match hid_t");
 
 // ---- HDF5 error handling -----------------------------------------------------------------------------------------
 
-void silence_hdf5_errors() {
-  static const bool once = [] {
+void silence_hdf5_errors() {  // per thread: a thread-safe HDF5 keeps the setting per thread
+  static thread_local const bool once = [] {
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
     return true;
   }();
@@ -146,6 +146,11 @@ std::string type_name(hid_t t) {
 bool is_half(hid_t t) { return H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == 2; }
 
 }  // namespace
+
+bool library_is_threadsafe() {
+  hbool_t yes = 0;
+  return H5is_library_threadsafe(&yes) >= 0 && yes;
+}
 
 // ---- File --------------------------------------------------------------------------------------------------------
 
@@ -452,6 +457,7 @@ hid_t packed_memory_space(const Tensor& t) {
 }  // namespace
 
 void File::read_rows(const std::string& dset, int64_t row0, Tensor out) const {
+  silence_hdf5_errors();  // (the reading thread may not be the one that opened the file)
   require_open(path_, id_);
   require_host(*this, dset, out);
   Handle d(open_dataset(*this, dset), H5Dclose);

@@ -12,6 +12,10 @@ namespace moesae::h5 {
 
 using hid = int64_t;  // hid_t
 
+// Whether the HDF5 library was built thread-safe (one global lock), so that two threads may read files at once
+// (Debian's is). Reading a file from a thread other than the one that opened it is then fine.
+bool library_is_threadsafe();
+
 // An open HDF5 file (closed on destruction).
 class File {
  public:

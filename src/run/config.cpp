@@ -263,6 +263,7 @@ const std::vector<Field<DataConfig>>& data_fields() {
       int_field("eval_tokens", &DataConfig::eval_tokens, kNonNegative),
       int_field("shuffle_buffer", &DataConfig::shuffle_buffer, kAtLeastOne),
       int_field("chunk_rows", &DataConfig::chunk_rows, kAtLeastOne),
+      unless_default(enum_field("prefetch", &DataConfig::prefetch, parse_prefetch, prefetch_name)),
   };
   return f;
 }
@@ -654,6 +655,7 @@ std::string checkpoint_identity(const RunConfig& c) {
   const TrainConfig defaults;
   without.train.device = defaults.device;    // which GPU, and how many CPU threads: where the run goes on, not
   without.train.threads = defaults.threads;  // what it trains (a resume elsewhere agrees to rounding)
+  without.data.prefetch = DataConfig{}.prefetch;  // the same batches either way
   return to_yaml(without);
 }
 

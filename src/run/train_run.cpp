@@ -11,6 +11,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "core/h5.h"
 #include "core/log.h"
 #include "data/synthetic.h"
 #include "comm/communicator.h"
@@ -19,6 +20,7 @@
 #include "parallel/expert_parallel.h"
 #include "run/record.h"
 #include "run/stream_source.h"
+#include "train/prefetching_source.h"
 #include "train/trainer.h"
 
 namespace moesae {
@@ -159,8 +161,21 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   auto sae = make_sae(config.model, *be, ep.get());
   Rng rng(config.train.seed);
   sae->init(rng);
-  StreamBatchSource local_source(stream);
-  DataParallelSource source(local_source, *comm);
+  StreamBatchSource stream_source(stream);
+  // data.prefetch: the next batch is read while the step runs (train/prefetching_source.h); by default with the
+  // CUDA backend, whose steps leave the host waiting (on the CPU the step already has every core).
+  const Prefetch want = config.data.prefetch;
+  bool read_ahead = want == Prefetch::On || (want == Prefetch::Auto && be->device() == Device::CUDA);
+  if (read_ahead && !h5::library_is_threadsafe()) {
+    if (want == Prefetch::On && rank == 0)
+      spdlog::warn("data.prefetch: on needs a thread-safe HDF5 library (this one is not); batches are read in turn");
+    read_ahead = false;
+  }
+  std::unique_ptr<PrefetchingSource> prefetch;
+  if (read_ahead)
+    prefetch = std::make_unique<PrefetchingSource>(stream_source,
+                                                   [&](int64_t rows, int64_t cols) { return be->host_buffer(rows, cols); });
+  DataParallelSource source(prefetch ? static_cast<BatchSource&>(*prefetch) : stream_source, *comm);
   DataParallel dp(*comm);
   Trainer trainer(config.train, *sae, source);
   if (ranks > 1) trainer.set_data_parallel(&dp);
