@@ -275,12 +275,18 @@ class CudaBackend final : public Backend {
       return pending(state);
     }
     char* host = deferred_reserve(row * rows);  // packed rows
-    MOESAE_CUDA(cudaMemcpy2DAsync(host, row, src.data<float>(), size_t(src.contiguous() ? src.cols() : src.ld()) * 4,
-                                  row, rows, cudaMemcpyDeviceToHost, ctx_.stream));
+    if (src.contiguous())
+      MOESAE_CUDA(cudaMemcpyAsync(host, src.data<float>(), row * rows, cudaMemcpyDeviceToHost, ctx_.stream));
+    else
+      MOESAE_CUDA(cudaMemcpy2DAsync(host, row, src.data<float>(), size_t(src.ld()) * 4, row, rows,
+                                    cudaMemcpyDeviceToHost, ctx_.stream));
     owner_->arrivals.push_back([state, host, dst, row, rows] {
       char* out = reinterpret_cast<char*>(dst.data<float>());
-      const size_t pitch = size_t(dst.contiguous() ? dst.cols() : dst.ld()) * 4;
-      for (size_t r = 0; r < rows; ++r) std::memcpy(out + r * pitch, host + r * row, row);
+      if (dst.contiguous()) {
+        std::memcpy(out, host, row * rows);
+      } else {
+        for (size_t r = 0; r < rows; ++r) std::memcpy(out + r * size_t(dst.ld()) * 4, host + r * row, row);
+      }
       state->ready = true;
     });
     return pending(state);
