@@ -55,9 +55,17 @@ bool same(const Tensor& a, const Tensor& b) {
          std::memcmp(a.host<float>(), b.host<float>(), size_t(a.numel()) * 4) == 0;
 }
 
+// Every case reads the file on two threads at once (the reader and the caller's own stream or held-out reader).
+class PrefetchingSourceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!h5::library_is_threadsafe()) GTEST_SKIP() << "this HDF5 library is not thread-safe: no background reads";
+  }
+};
+
 }  // namespace
 
-TEST(PrefetchingSource, SameBatchesAndCursorsAsTheStream) {
+TEST_F(PrefetchingSourceTest, SameBatchesAndCursorsAsTheStream) {
   TempDir dir;
   const std::string path = write_file(dir);
   ActivationStream plain_stream(config(path), 7), stream(config(path), 7);
@@ -73,7 +81,7 @@ TEST(PrefetchingSource, SameBatchesAndCursorsAsTheStream) {
   EXPECT_EQ(ahead.dim(), kD);
 }
 
-TEST(PrefetchingSource, ResumesExactlyFromACursorTakenWhileReadingAhead) {
+TEST_F(PrefetchingSourceTest, ResumesExactlyFromACursorTakenWhileReadingAhead) {
   TempDir dir;
   const std::string path = write_file(dir);
   ActivationStream stream(config(path), 3);
@@ -107,7 +115,7 @@ TEST(PrefetchingSource, ResumesExactlyFromACursorTakenWhileReadingAhead) {
   }
 }
 
-TEST(PrefetchingSource, ABackgroundReadErrorSurfacesAtItsBatch) {
+TEST_F(PrefetchingSourceTest, ABackgroundReadErrorSurfacesAtItsBatch) {
   TempDir dir;
   const std::string path = write_file(dir, 1500);  // a NaN in a training row
   ActivationStream plain_stream(config(path), 5), stream(config(path), 5);
@@ -136,15 +144,14 @@ TEST(PrefetchingSource, ABackgroundReadErrorSurfacesAtItsBatch) {
   }  // destroyed with a failed read ahead: nothing thrown
 }
 
-TEST(PrefetchingSource, HeldOutRowsReadMeanwhileAreIntact) {
-  if (!h5::library_is_threadsafe()) GTEST_SKIP() << "this HDF5 library is not thread-safe (no background reads)";
+TEST_F(PrefetchingSourceTest, HeldOutRowsReadMeanwhileAreIntact) {
   TempDir dir;
   const std::string path = write_file(dir);
   ActivationStream stream(config(path), 11);
   StreamBatchSource inner(stream);
   PrefetchingSource ahead(inner, buffer);
-  Tensor b = host_tensor(kBatch, kD), held = host_tensor(50, kD);
-  for (int step = 0; step < 60; ++step) {
+  Tensor b = host_tensor(2000, kD), held = host_tensor(50, kD);  // large batches: reads long enough to overlap
+  for (int step = 0; step < 30; ++step) {
     ahead.next(b);  // the next read starts; the held-out rows are read while it runs
     EvalReader reader = stream.eval_reader();
     int64_t row = kTokens - 200;
@@ -155,7 +162,7 @@ TEST(PrefetchingSource, HeldOutRowsReadMeanwhileAreIntact) {
   }
 }
 
-TEST(PrefetchingSource, ABatchOfAnotherShapeIsAnError) {
+TEST_F(PrefetchingSourceTest, ABatchOfAnotherShapeIsAnError) {
   TempDir dir;
   const std::string path = write_file(dir);
   ActivationStream stream(config(path), 1);

@@ -148,7 +148,7 @@ TEST(PrefetchResume, ReadingAheadChangesNothing) {
   set_log_level("warn");
   TempDir dir;
   const std::string data = make_data(dir), model = "{arch: scale, dict_size: 64, experts: 4, active_experts: 2, k: 4}";
-  const RunConfig off = config_for(data, model, {"data.prefetch=off"}), on = config_for(data, model, {"data.prefetch=on"});
+  const RunConfig off = config_for(data, model, {"data.prefetch=false"}), on = config_for(data, model, {"data.prefetch=true"});
   const std::string straight = dir.file("straight.h5"), split = dir.file("split.h5");
   ASSERT_TRUE(train_run(off, TrainRunOptions{straight, -1, false}).finished);
   EXPECT_FALSE(train_run(on, TrainRunOptions{split, kSteps / 2, false}).finished);

@@ -234,8 +234,10 @@ TEST(RunConfig, OverridesReplaceAddAndApplyInOrder) {
 TEST(RunConfig, OverrideErrorsNameTheOverride) {
   expect_error(kMinimal, {"model.k=abc"}, {"override 'model.k=abc'", "model.k", "expected an integer", "'abc'"});
   expect_error(kMinimal, {"data.prefetch=sometimes"},
-               {"data.prefetch", "unknown prefetch 'sometimes'", "expected auto, on or off"});
-  EXPECT_EQ(parse_run_config_text(kMinimal, {"data.prefetch=off"}).data.prefetch, Prefetch::Off);
+               {"data.prefetch", "unknown prefetch 'sometimes'", "expected auto, true or false"});
+  EXPECT_EQ(parse_run_config_text(kMinimal, {"data.prefetch=false"}).data.prefetch, Prefetch::Off);
+  EXPECT_NE(to_yaml(parse_run_config_text(kMinimal, {"data.prefetch=true"})).find("prefetch: true"), std::string::npos)
+      << "written as a YAML boolean, which other readers of the record understand";
   EXPECT_EQ(to_yaml(parse_run_config_text(kMinimal)).find("prefetch"), std::string::npos) << "auto is not written";
   expect_error(kMinimal, {"model.dict_szie=4"}, {"override 'model.dict_szie=4'", "unknown key 'model.dict_szie'",
                                                  "did you mean 'dict_size'"});

@@ -6,7 +6,7 @@
 namespace moesae {
 
 // Whether training batches are read on a background thread while the step runs (train/prefetching_source.h):
-// auto = with the CUDA backend (whose steps leave the host waiting for the device), on, off. The batches are the
+// auto = with the CUDA backend (whose steps leave the host waiting for the device), true, false. The batches are the
 // same either way.
 enum class Prefetch { Auto, On, Off };
 Prefetch parse_prefetch(const std::string& name);

@@ -168,7 +168,7 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   bool read_ahead = want == Prefetch::On || (want == Prefetch::Auto && be->device() == Device::CUDA);
   if (read_ahead && !h5::library_is_threadsafe()) {
     if (want == Prefetch::On && rank == 0)
-      spdlog::warn("data.prefetch: on needs a thread-safe HDF5 library (this one is not); batches are read in turn");
+      spdlog::warn("data.prefetch: true needs a thread-safe HDF5 library (this one is not); batches are read in turn");
     read_ahead = false;
   }
   std::unique_ptr<PrefetchingSource> prefetch;

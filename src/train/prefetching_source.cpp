@@ -24,8 +24,10 @@ void PrefetchingSource::next(Tensor& host_batch) {
     if (!ahead_.defined() || ahead_.rows() != host_batch.rows() || ahead_.cols() != host_batch.cols())
       ahead_ = buffer_(host_batch.rows(), host_batch.cols());
   }
+  cursor_taken_ = false;
   read_ = std::async(std::launch::async, [this] {
     cursor_ = inner_.state();
+    cursor_taken_ = true;
     inner_.next(ahead_);
   });
 }
@@ -33,6 +35,7 @@ void PrefetchingSource::next(Tensor& host_batch) {
 std::vector<uint64_t> PrefetchingSource::state() const {
   if (!read_.valid()) return inner_.state();
   read_.wait();  // the cursor is taken before the read; waiting for the read keeps the inner source one-threaded
+  if (!cursor_taken_) read_.get();  // the reader failed before it had the cursor: its error is this call's
   return cursor_;
 }
 

@@ -36,6 +36,7 @@ class PrefetchingSource final : public BatchSource {
   std::function<Tensor(int64_t, int64_t)> buffer_;
   Tensor ahead_;                    // the batch being read (or read) ahead
   std::vector<uint64_t> cursor_;    // the inner cursor before that batch
+  bool cursor_taken_ = false;       // (written by the reader, read after waiting for it)
   mutable std::future<void> read_;  // the background read; invalid when nothing is ahead
 };
 

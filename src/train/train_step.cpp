@@ -10,16 +10,18 @@ StepResult train_step(Sae& sae, Adam& adam, const Tensor& x, const StepOptions& 
   sae.forward_pass(x, true);
   sae.backward();
   if (options.reduce_gradients) options.reduce_gradients();
-  StepResult out;
+  GradNorm norm(0.0);
   {
     profile::Scope ps("optimizer");
-    GradNorm norm = clip_grad_norm(sae.params(), sae.backend(), options.grad_clip, options.shards);
+    norm = clip_grad_norm(sae.params(), sae.backend(), options.grad_clip, options.shards);
     sae.project_decoder_gradient();
     adam.step(options.lr);
     sae.record_firing();
-    out.stats = sae.stats();  // the step's one wait at its end: the statistics and the norm arrive together
-    out.grad_norm = norm.value();
   }
+  profile::Scope ps("statistics");  // on CUDA: waiting for the device to finish the step
+  StepResult out;
+  out.stats = sae.stats();  // the step's one wait at its end: the statistics and the norm arrive together
+  out.grad_norm = norm.value();
   return out;
 }
 

@@ -308,7 +308,10 @@ class CudaBackend final : public Backend {
       const float* pf = factor.get();
       for (const Tensor& x : xs) {
         auto m = dev_mat<float>(x, "clip_by_global_norm");
-        cuda::for_each_2d(ctx_, m.rows, m.cols, [=] __device__(int64_t r, int64_t c) { m.at(r, c) *= *pf; });
+        cuda::for_each_2d(ctx_, m.rows, m.cols, [=] __device__(int64_t r, int64_t c) {
+          const float f = *pf;
+          if (f != 1.f) m.at(r, c) *= f;  // (nothing written when nothing is clipped)
+        });
       }
     }
     return queue_sums(part.get(), std::move(first));
