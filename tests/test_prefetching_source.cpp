@@ -55,6 +55,14 @@ bool same(const Tensor& a, const Tensor& b) {
          std::memcmp(a.host<float>(), b.host<float>(), size_t(a.numel()) * 4) == 0;
 }
 
+// A stream over `path` with `seed`, read ahead.
+struct ReadAhead {
+  ReadAhead(const std::string& path, uint64_t seed) : stream(config(path), seed), inner(stream), ahead(inner, buffer) {}
+  ActivationStream stream;
+  StreamBatchSource inner;
+  PrefetchingSource ahead;
+};
+
 // Every case reads the file on two threads at once (the reader and the caller's own stream or held-out reader).
 class PrefetchingSourceTest : public ::testing::Test {
  protected:
@@ -68,9 +76,10 @@ class PrefetchingSourceTest : public ::testing::Test {
 TEST_F(PrefetchingSourceTest, SameBatchesAndCursorsAsTheStream) {
   TempDir dir;
   const std::string path = write_file(dir);
-  ActivationStream plain_stream(config(path), 7), stream(config(path), 7);
-  StreamBatchSource plain(plain_stream), inner(stream);
-  PrefetchingSource ahead(inner, buffer);
+  ActivationStream plain_stream(config(path), 7);
+  StreamBatchSource plain(plain_stream);
+  ReadAhead r(path, 7);
+  PrefetchingSource& ahead = r.ahead;
   Tensor want = host_tensor(kBatch, kD), got = host_tensor(kBatch, kD);
   for (int step = 0; step < 120; ++step) {  // over 2 epochs of the 2800 training rows
     EXPECT_EQ(ahead.state(), plain.state()) << "cursor before step " << step;
@@ -84,9 +93,8 @@ TEST_F(PrefetchingSourceTest, SameBatchesAndCursorsAsTheStream) {
 TEST_F(PrefetchingSourceTest, ResumesExactlyFromACursorTakenWhileReadingAhead) {
   TempDir dir;
   const std::string path = write_file(dir);
-  ActivationStream stream(config(path), 3);
-  StreamBatchSource inner(stream);
-  PrefetchingSource ahead(inner, buffer);
+  ReadAhead r(path, 3);
+  PrefetchingSource& ahead = r.ahead;
   Tensor b = host_tensor(kBatch, kD);
   for (int step = 0; step < 17; ++step) ahead.next(b);
   const std::vector<uint64_t> cursor = ahead.state();  // a batch is read ahead at this point
@@ -98,10 +106,11 @@ TEST_F(PrefetchingSourceTest, ResumesExactlyFromACursorTakenWhileReadingAhead) {
     rest.push_back(copy);
   }
   // A fresh stream restored from the cursor, plain and prefetching, and the prefetching source restored in place.
-  ActivationStream fresh_stream(config(path), 3), again_stream(config(path), 3);
-  StreamBatchSource fresh(fresh_stream), again_inner(again_stream);
+  ActivationStream fresh_stream(config(path), 3);
+  StreamBatchSource fresh(fresh_stream);
   fresh.restore(cursor);
-  PrefetchingSource again(again_inner, buffer);
+  ReadAhead r2(path, 3);
+  PrefetchingSource& again = r2.ahead;
   again.restore(cursor);
   ahead.restore(cursor);
   Tensor x = host_tensor(kBatch, kD), y = host_tensor(kBatch, kD), z = host_tensor(kBatch, kD);
@@ -118,8 +127,8 @@ TEST_F(PrefetchingSourceTest, ResumesExactlyFromACursorTakenWhileReadingAhead) {
 TEST_F(PrefetchingSourceTest, ABackgroundReadErrorSurfacesAtItsBatch) {
   TempDir dir;
   const std::string path = write_file(dir, 1500);  // a NaN in a training row
-  ActivationStream plain_stream(config(path), 5), stream(config(path), 5);
-  StreamBatchSource plain(plain_stream), inner(stream);
+  ActivationStream plain_stream(config(path), 5);
+  StreamBatchSource plain(plain_stream);
   Tensor b = host_tensor(kBatch, kD);
   int fails_at = -1;
   std::string plain_error;
@@ -133,27 +142,23 @@ TEST_F(PrefetchingSourceTest, ABackgroundReadErrorSurfacesAtItsBatch) {
   }
   ASSERT_GE(fails_at, 0) << "the poisoned row was never read";
   EXPECT_NE(plain_error.find("non-finite value"), std::string::npos) << plain_error;
-  PrefetchingSource ahead(inner, buffer);
-  for (int step = 0; step < fails_at; ++step) ahead.next(b);  // the failing read has run in the background by now
-  EXPECT_EQ(error_of([&] { ahead.next(b); }), plain_error);
+  ReadAhead r(path, 5);
+  for (int step = 0; step < fails_at; ++step) r.ahead.next(b);  // the failing read has run in the background by now
+  EXPECT_EQ(error_of([&] { r.ahead.next(b); }), plain_error);
   {
-    ActivationStream s2(config(path), 5);
-    StreamBatchSource i2(s2);
-    PrefetchingSource dropped(i2, buffer);
-    for (int step = 0; step < fails_at; ++step) dropped.next(b);
+    ReadAhead dropped(path, 5);
+    for (int step = 0; step < fails_at; ++step) dropped.ahead.next(b);
   }  // destroyed with a failed read ahead: nothing thrown
 }
 
 TEST_F(PrefetchingSourceTest, HeldOutRowsReadMeanwhileAreIntact) {
   TempDir dir;
   const std::string path = write_file(dir);
-  ActivationStream stream(config(path), 11);
-  StreamBatchSource inner(stream);
-  PrefetchingSource ahead(inner, buffer);
+  ReadAhead r(path, 11);
   Tensor b = host_tensor(2000, kD), held = host_tensor(50, kD);  // large batches: reads long enough to overlap
   for (int step = 0; step < 30; ++step) {
-    ahead.next(b);  // the next read starts; the held-out rows are read while it runs
-    EvalReader reader = stream.eval_reader();
+    r.ahead.next(b);  // the next read starts; the held-out rows are read while it runs
+    EvalReader reader = r.stream.eval_reader();
     int64_t row = kTokens - 200;
     for (int64_t n; (n = reader.next(held)) > 0; row += n)
       for (int64_t r = 0; r < n; ++r)
@@ -165,10 +170,8 @@ TEST_F(PrefetchingSourceTest, HeldOutRowsReadMeanwhileAreIntact) {
 TEST_F(PrefetchingSourceTest, ABatchOfAnotherShapeIsAnError) {
   TempDir dir;
   const std::string path = write_file(dir);
-  ActivationStream stream(config(path), 1);
-  StreamBatchSource inner(stream);
-  PrefetchingSource ahead(inner, buffer);
+  ReadAhead r(path, 1);
   Tensor b = host_tensor(kBatch, kD), other = host_tensor(kBatch / 2, kD);
-  ahead.next(b);
-  EXPECT_NE(error_of([&] { ahead.next(other); }).find("read ahead"), std::string::npos);
+  r.ahead.next(b);
+  EXPECT_NE(error_of([&] { r.ahead.next(other); }).find("read ahead"), std::string::npos);
 }
