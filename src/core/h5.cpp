@@ -471,6 +471,7 @@ void File::read_rows(const std::string& dset, int64_t row0, Tensor out) const {
     rc = H5Dread(d.get(), half_type(), mspace.get(), fspace.get(), H5P_DEFAULT, raw.data());
     if (rc >= 0) {
       const int64_t cols = out.rank() == 2 ? out.cols() : 1, ld = out.rank() == 2 ? out.ld() : 1;
+#pragma omp parallel for schedule(static)
       for (int64_t r = 0; r < out.rows(); ++r) {
         float* dst = out.data<float>() + r * ld;
         const uint16_t* src = raw.data() + r * cols;

@@ -45,6 +45,7 @@ void check_finite(const ActivationFile& file, const Tensor& rows, int64_t row0) 
   const int64_t n = rows.rows(), d = rows.cols(), ld = rows.ld();
   const float* p = rows.data<float>();
   uint32_t any_bad = 0;  // a float is NaN or +-inf exactly when its exponent bits are all ones
+#pragma omp parallel for schedule(static) reduction(| : any_bad)
   for (int64_t r = 0; r < n; ++r) {
     const uint32_t* bits = reinterpret_cast<const uint32_t*>(p + r * ld);
     for (int64_t c = 0; c < d; ++c) any_bad |= static_cast<uint32_t>((bits[c] & 0x7f800000u) == 0x7f800000u);
@@ -178,16 +179,39 @@ void ActivationStream::next_batch(Tensor& out) {
   const int64_t d = file_->d();
   const size_t row_bytes = static_cast<size_t>(d) * sizeof(float);
   float* buf = buffer_.data<float>();
+  if (origin_.size() != size_t(capacity_)) origin_.assign(size_t(capacity_), -1);
   top_up();
-  for (int64_t i = 0; i < out.rows(); ++i) {
+  for (int64_t i = 0; i < out.rows();) {
     if (count_ == 0) top_up();
-    const int64_t slot = static_cast<int64_t>(rng_.below(static_cast<uint64_t>(count_)));
-    std::memcpy(out.data<float>() + i * out.ld(), buf + slot * d, row_bytes);
-    --count_;
-    if (slot != count_) {
-      std::memcpy(buf + slot * d, buf + count_ * d, row_bytes);
-      ids_[slot] = ids_[count_];
+    // The draws up to the next top-up: each takes a random slot into the batch and moves the last row into it. They
+    // are planned on the slots first (origin_[s]: the slot whose row s holds now, -1 for its own), so that the rows
+    // then move in parallel: a drawn row is still where it was when the run began, and every moved row comes from
+    // past the buffer's new end, which nothing writes.
+    const int64_t n = std::min(out.rows() - i, count_);
+    source_.resize(size_t(n));
+    moved_.clear();
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t slot = static_cast<int64_t>(rng_.below(static_cast<uint64_t>(count_)));
+      source_[size_t(j)] = origin_[size_t(slot)] < 0 ? slot : origin_[size_t(slot)];
+      --count_;
+      if (slot != count_) {
+        if (origin_[size_t(slot)] < 0) moved_.push_back(slot);
+        origin_[size_t(slot)] = origin_[size_t(count_)] < 0 ? count_ : origin_[size_t(count_)];
+        ids_[slot] = ids_[count_];
+      }
     }
+    float* dst = out.data<float>() + i * out.ld();
+    const int64_t ld = out.ld();
+#pragma omp parallel for schedule(static)
+    for (int64_t j = 0; j < n; ++j) std::memcpy(dst + j * ld, buf + source_[size_t(j)] * d, row_bytes);
+    const int64_t end = count_;
+#pragma omp parallel for schedule(static)
+    for (int64_t m = 0; m < int64_t(moved_.size()); ++m) {
+      const int64_t slot = moved_[size_t(m)];
+      if (slot < end) std::memcpy(buf + slot * d, buf + origin_[size_t(slot)] * d, row_bytes);
+    }
+    for (int64_t slot : moved_) origin_[size_t(slot)] = -1;
+    i += n;
   }
   ++batches_;
 }

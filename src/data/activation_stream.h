@@ -132,6 +132,9 @@ class ActivationStream {
   Tensor buffer_;                // [capacity, d]
   std::vector<int64_t> ids_;     // file row of each buffer slot
   int64_t count_ = 0;            // filled slots
+  // next_batch's plan of a run of draws: where each slot's row is (-1: in place), the buffer slot of each drawn row,
+  // and the slots whose row moved.
+  std::vector<int64_t> origin_, source_, moved_;
   int64_t largest_read_ = 0;
 };
 

@@ -9,33 +9,39 @@ namespace moesae {
 PrefetchingSource::PrefetchingSource(BatchSource& inner, std::function<Tensor(int64_t, int64_t)> buffer)
     : inner_(inner), buffer_(std::move(buffer)) {}
 
-PrefetchingSource::~PrefetchingSource() { drop_read_ahead(); }
+PrefetchingSource::~PrefetchingSource() {
+  drop_read_ahead();
+  if (reader_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    reader_.join();
+  }
+}
 
 void PrefetchingSource::next(Tensor& host_batch) {
-  if (read_.valid()) {
+  if (reading_ahead_) {
     MOESAE_CHECK(host_batch.rows() == ahead_.rows() && host_batch.cols() == ahead_.cols(),
                  "prefetching batch source: a batch of ", host_batch.shape_str(), " asked for, ", ahead_.shape_str(),
                  " read ahead");
-    std::future<void> read = std::move(read_);
-    read.get();  // the reader's error, if any, surfaces here
+    wait_for_read();
+    reading_ahead_ = false;
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));  // the reader's error surfaces here
     std::swap(host_batch, ahead_);
   } else {
     inner_.next(host_batch);
     if (!ahead_.defined() || ahead_.rows() != host_batch.rows() || ahead_.cols() != host_batch.cols())
       ahead_ = buffer_(host_batch.rows(), host_batch.cols());
   }
-  cursor_taken_ = false;
-  read_ = std::async(std::launch::async, [this] {
-    cursor_ = inner_.state();
-    cursor_taken_ = true;
-    inner_.next(ahead_);
-  });
+  start_read();
 }
 
 std::vector<uint64_t> PrefetchingSource::state() const {
-  if (!read_.valid()) return inner_.state();
-  read_.wait();  // the cursor is taken before the read; waiting for the read keeps the inner source one-threaded
-  if (!cursor_taken_) read_.get();  // the reader failed before it had the cursor: its error is this call's
+  if (!reading_ahead_) return inner_.state();
+  wait_for_read();  // the cursor is taken before the read; waiting for the read keeps the inner source one-threaded
+  if (!cursor_taken_) std::rethrow_exception(error_);  // the reader failed before it had the cursor
   return cursor_;
 }
 
@@ -44,11 +50,48 @@ void PrefetchingSource::restore(const std::vector<uint64_t>& state) {
   inner_.restore(state);
 }
 
+void PrefetchingSource::start_read() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    busy_ = true;
+  }
+  if (!reader_.joinable()) reader_ = std::thread(&PrefetchingSource::reader_loop, this);
+  cv_.notify_all();
+  reading_ahead_ = true;
+}
+
+void PrefetchingSource::wait_for_read() const {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return !busy_; });
+}
+
 void PrefetchingSource::drop_read_ahead() {
-  if (!read_.valid()) return;
-  try {
-    read_.get();
-  } catch (const std::exception&) {  // a batch nobody will ask for: its error does not matter
+  if (!reading_ahead_) return;
+  wait_for_read();
+  reading_ahead_ = false;
+  error_ = nullptr;  // a batch nobody will ask for: its error does not matter
+}
+
+void PrefetchingSource::reader_loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [this] { return busy_ || quit_; });
+    if (quit_) return;
+    lock.unlock();
+    bool taken = false;
+    std::exception_ptr error;
+    try {
+      cursor_ = inner_.state();
+      taken = true;
+      inner_.next(ahead_);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    cursor_taken_ = taken;
+    error_ = error;
+    busy_ = false;
+    cv_.notify_all();
   }
 }
 

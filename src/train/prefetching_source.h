@@ -8,8 +8,11 @@
 // source is used from one thread at a time (the reader, or the caller while no read is in flight); reading files
 // next to it on other threads needs a thread-safe HDF5 (h5::library_is_threadsafe).
 #pragma once
+#include <condition_variable>
+#include <exception>
 #include <functional>
-#include <future>
+#include <mutex>
+#include <thread>
 
 #include "train/batch_source.h"
 
@@ -30,14 +33,23 @@ class PrefetchingSource final : public BatchSource {
   void restore(const std::vector<uint64_t>& state) override;
 
  private:
-  void drop_read_ahead();  // waits for the reader and forgets its batch (and its error)
+  void start_read();            // the reader reads the next batch into ahead_
+  void wait_for_read() const;   // until the reader is idle
+  void drop_read_ahead();       // waits for the reader and forgets its batch (and its error)
+  void reader_loop();
 
   BatchSource& inner_;
   std::function<Tensor(int64_t, int64_t)> buffer_;
-  Tensor ahead_;                    // the batch being read (or read) ahead
-  std::vector<uint64_t> cursor_;    // the inner cursor before that batch
-  bool cursor_taken_ = false;       // (written by the reader, read after waiting for it)
-  mutable std::future<void> read_;  // the background read; invalid when nothing is ahead
+  Tensor ahead_;                  // the batch being read (or read) ahead
+  std::vector<uint64_t> cursor_;  // the inner cursor before that batch
+  bool reading_ahead_ = false;    // a read was started and its batch not handed out yet (the caller's thread only)
+  // One reader thread for the source's life (a thread per batch would also start a new OpenMP team for the
+  // stream's parallel copies each time), and what it shares with the caller, under mu_.
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  bool busy_ = false, quit_ = false, cursor_taken_ = false;
+  std::exception_ptr error_;
+  std::thread reader_;
 };
 
 }  // namespace moesae
