@@ -4,6 +4,7 @@
 // intact. Data: small activation files written here.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -165,6 +166,46 @@ TEST_F(PrefetchingSourceTest, HeldOutRowsReadMeanwhileAreIntact) {
         for (int64_t c = 0; c < kD; ++c)
           ASSERT_EQ(held.host<float>()[r * kD + c], float(row + r) + float(c) / 16.f) << "held-out row " << row + r;
   }
+}
+
+// A source whose batches are filled with their number and whose cursor is {batches served}; its state() fails once
+// when `fail_state_at` batches have been served.
+class CountingSource final : public BatchSource {
+ public:
+  int64_t dim() const override { return kD; }
+  void next(Tensor& b) override {
+    std::fill(b.host<float>(), b.host<float>() + b.numel(), float(served_++));
+  }
+  std::vector<uint64_t> state() const override {
+    if (served_ == fail_state_at) {
+      fail_state_at = -1;
+      fail("cursor unavailable at ", served_);
+    }
+    return {uint64_t(served_)};
+  }
+  void restore(const std::vector<uint64_t>& s) override { served_ = int64_t(s.at(0)); }
+  mutable int64_t fail_state_at = -1;
+
+ private:
+  int64_t served_ = 0;
+};
+
+TEST(PrefetchingSourceCursor, AReaderThatCannotTakeTheCursorFailsStateOnceAndReadsNothing) {
+  CountingSource inner;
+  inner.fail_state_at = 2;
+  PrefetchingSource ahead(inner, buffer);
+  Tensor b = host_tensor(4, kD);
+  ahead.next(b);
+  EXPECT_EQ(b.host<float>()[0], 0.f);
+  ahead.next(b);  // the reader now fails to take the cursor after 2 batches
+  EXPECT_EQ(b.host<float>()[0], 1.f);
+  EXPECT_NE(error_of([&] { ahead.state(); }).find("cursor unavailable at 2"), std::string::npos);
+  EXPECT_EQ(ahead.state(), std::vector<uint64_t>{2});
+  ahead.next(b);  // read in turn: nothing was lost or skipped
+  EXPECT_EQ(b.host<float>()[0], 2.f);
+  EXPECT_EQ(ahead.state(), std::vector<uint64_t>{3});
+  ahead.next(b);
+  EXPECT_EQ(b.host<float>()[0], 3.f);
 }
 
 TEST_F(PrefetchingSourceTest, ABatchOfAnotherShapeIsAnError) {

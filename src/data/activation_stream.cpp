@@ -13,6 +13,7 @@ constexpr uint64_t kStateVersion = 1;
 constexpr size_t kStateHeaderWords = 20;
 
 constexpr uint64_t kSamplingStream = 1, kChunkOrderStream = 2;
+constexpr int64_t kParallelFloats = int64_t(1) << 16;  // smaller copies and checks run on one thread
 
 void require_batch_tensor(const ActivationFile& file, const Tensor& out) {
   if (!out.defined() || out.device() != Device::CPU || out.dtype() != DType::F32 || out.rank() != 2 ||
@@ -45,7 +46,7 @@ void check_finite(const ActivationFile& file, const Tensor& rows, int64_t row0) 
   const int64_t n = rows.rows(), d = rows.cols(), ld = rows.ld();
   const float* p = rows.data<float>();
   uint32_t any_bad = 0;  // a float is NaN or +-inf exactly when its exponent bits are all ones
-#pragma omp parallel for schedule(static) reduction(| : any_bad)
+#pragma omp parallel for schedule(static) reduction(| : any_bad) if (n * d >= kParallelFloats)
   for (int64_t r = 0; r < n; ++r) {
     const uint32_t* bits = reinterpret_cast<const uint32_t*>(p + r * ld);
     for (int64_t c = 0; c < d; ++c) any_bad |= static_cast<uint32_t>((bits[c] & 0x7f800000u) == 0x7f800000u);
@@ -179,7 +180,11 @@ void ActivationStream::next_batch(Tensor& out) {
   const int64_t d = file_->d();
   const size_t row_bytes = static_cast<size_t>(d) * sizeof(float);
   float* buf = buffer_.data<float>();
-  if (origin_.size() != size_t(capacity_)) origin_.assign(size_t(capacity_), -1);
+  if (origin_.size() != size_t(capacity_)) {  // (the pushes below then never allocate)
+    origin_.assign(size_t(capacity_), -1);
+    source_.reserve(size_t(capacity_));
+    moved_.reserve(size_t(capacity_));
+  }
   top_up();
   for (int64_t i = 0; i < out.rows();) {
     if (count_ == 0) top_up();
@@ -202,10 +207,11 @@ void ActivationStream::next_batch(Tensor& out) {
     }
     float* dst = out.data<float>() + i * out.ld();
     const int64_t ld = out.ld();
-#pragma omp parallel for schedule(static)
+    const bool parallel = n * d >= kParallelFloats;
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t j = 0; j < n; ++j) std::memcpy(dst + j * ld, buf + source_[size_t(j)] * d, row_bytes);
     const int64_t end = count_;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t m = 0; m < int64_t(moved_.size()); ++m) {
       const int64_t slot = moved_[size_t(m)];
       if (slot < end) std::memcpy(buf + slot * d, buf + origin_[size_t(slot)] * d, row_bytes);

@@ -11,7 +11,8 @@
 // topped up to C rows from the read cursor; a batch of B rows is then drawn uniformly without replacement from
 // the buffer (each draw takes a random slot and moves the last row into it). If C < B the buffer is topped up
 // again whenever it empties mid-batch. At the end of the last chunk the next epoch starts.
-// Memory: C x d floats plus C row ids, plus one transient read of at most chunk_rows rows on restore. Every read
+// Memory: C x d floats plus C row ids (and 3 C more words for planning a batch's draws, whose rows then move in
+// parallel), plus one transient read of at most chunk_rows rows on restore. Every read
 // is at most min(chunk_rows, C) rows.
 //
 // Exact resume. The stream's complete state is: the read cursor (epoch, position in the epoch's chunk order,

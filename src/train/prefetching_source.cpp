@@ -1,5 +1,7 @@
 #include "train/prefetching_source.h"
 
+#include <omp.h>
+
 #include <utility>
 
 #include "core/error.h"
@@ -7,7 +9,7 @@
 namespace moesae {
 
 PrefetchingSource::PrefetchingSource(BatchSource& inner, std::function<Tensor(int64_t, int64_t)> buffer)
-    : inner_(inner), buffer_(std::move(buffer)) {}
+    : inner_(inner), buffer_(std::move(buffer)), threads_(omp_get_max_threads()) {}
 
 PrefetchingSource::~PrefetchingSource() {
   drop_read_ahead();
@@ -23,10 +25,10 @@ PrefetchingSource::~PrefetchingSource() {
 
 void PrefetchingSource::next(Tensor& host_batch) {
   if (reading_ahead_) {
+    wait_for_read();
     MOESAE_CHECK(host_batch.rows() == ahead_.rows() && host_batch.cols() == ahead_.cols(),
                  "prefetching batch source: a batch of ", host_batch.shape_str(), " asked for, ", ahead_.shape_str(),
                  " read ahead");
-    wait_for_read();
     reading_ahead_ = false;
     if (error_) std::rethrow_exception(std::exchange(error_, nullptr));  // the reader's error surfaces here
     std::swap(host_batch, ahead_);
@@ -41,7 +43,10 @@ void PrefetchingSource::next(Tensor& host_batch) {
 std::vector<uint64_t> PrefetchingSource::state() const {
   if (!reading_ahead_) return inner_.state();
   wait_for_read();  // the cursor is taken before the read; waiting for the read keeps the inner source one-threaded
-  if (!cursor_taken_) std::rethrow_exception(error_);  // the reader failed before it had the cursor
+  if (!cursor_taken_) {  // the reader failed before it had the cursor (and read nothing): its error is this call's
+    reading_ahead_ = false;
+    std::rethrow_exception(std::exchange(error_, nullptr));
+  }
   return cursor_;
 }
 
@@ -73,6 +78,7 @@ void PrefetchingSource::drop_read_ahead() {
 }
 
 void PrefetchingSource::reader_loop() {
+  omp_set_num_threads(threads_);  // the caller's thread count (a new thread starts from the environment's)
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [this] { return busy_ || quit_; });

@@ -42,13 +42,14 @@ class PrefetchingSource final : public BatchSource {
   std::function<Tensor(int64_t, int64_t)> buffer_;
   Tensor ahead_;                  // the batch being read (or read) ahead
   std::vector<uint64_t> cursor_;  // the inner cursor before that batch
-  bool reading_ahead_ = false;    // a read was started and its batch not handed out yet (the caller's thread only)
+  mutable bool reading_ahead_ = false;  // a read was started and its batch not handed out (the caller's thread only)
+  int threads_;                         // OpenMP threads of the reader's parallel loops: the caller's
   // One reader thread for the source's life (a thread per batch would also start a new OpenMP team for the
   // stream's parallel copies each time), and what it shares with the caller, under mu_.
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
   bool busy_ = false, quit_ = false, cursor_taken_ = false;
-  std::exception_ptr error_;
+  mutable std::exception_ptr error_;
   std::thread reader_;
 };
 
