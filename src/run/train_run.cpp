@@ -173,8 +173,9 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
   }
   std::unique_ptr<PrefetchingSource> prefetch;
   if (read_ahead)
-    prefetch = std::make_unique<PrefetchingSource>(stream_source,
-                                                   [&](int64_t rows, int64_t cols) { return be->host_buffer(rows, cols); });
+    prefetch = std::make_unique<PrefetchingSource>(
+        stream_source, [&](int64_t rows, int64_t cols) { return be->host_buffer(rows, cols); },
+        be->device() == Device::CUDA ? 0 : 1);  // on the CPU the step has the cores: the reader takes one
   DataParallelSource source(prefetch ? static_cast<BatchSource&>(*prefetch) : stream_source, *comm);
   DataParallel dp(*comm);
   Trainer trainer(config.train, *sae, source);
@@ -201,6 +202,7 @@ TrainRunResult train_run(const RunConfig& config_in, const TrainRunOptions& opt)
                config.train.batch_size, trainer.base_lr(),
                ranks > 1 ? fmt::format(", {} ({} tokens each)", describe_layout(layout, config.model.arch == Arch::TopK), config.train.batch_size / ranks)
                          : std::string());
+  if (prefetch) spdlog::info("reading each next batch on a background thread while the step runs (data.prefetch)");
   install_stop_signal_handlers();
   TrainOutcome outcome = trainer.run(opt.stop_after);
   TrainRunResult result;

@@ -8,8 +8,8 @@
 
 namespace moesae {
 
-PrefetchingSource::PrefetchingSource(BatchSource& inner, std::function<Tensor(int64_t, int64_t)> buffer)
-    : inner_(inner), buffer_(std::move(buffer)), threads_(omp_get_max_threads()) {}
+PrefetchingSource::PrefetchingSource(BatchSource& inner, std::function<Tensor(int64_t, int64_t)> buffer, int threads)
+    : inner_(inner), buffer_(std::move(buffer)), threads_(threads > 0 ? threads : omp_get_max_threads()) {}
 
 PrefetchingSource::~PrefetchingSource() {
   drop_read_ahead();
@@ -78,7 +78,7 @@ void PrefetchingSource::drop_read_ahead() {
 }
 
 void PrefetchingSource::reader_loop() {
-  omp_set_num_threads(threads_);  // the caller's thread count (a new thread starts from the environment's)
+  omp_set_num_threads(threads_);  // (a new thread starts from the environment's count)
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [this] { return busy_ || quit_; });

@@ -21,8 +21,10 @@ namespace moesae {
 class PrefetchingSource final : public BatchSource {
  public:
   // `buffer(rows, cols)` allocates the host batch the reader fills (e.g. Backend::host_buffer, page-locked on CUDA),
-  // once: next() hands it out by swapping it with the caller's tensor, which must keep its shape.
-  PrefetchingSource(BatchSource& inner, std::function<Tensor(int64_t, int64_t)> buffer);
+  // once: next() hands it out by swapping it with the caller's tensor, which must keep its shape. `threads`: OpenMP
+  // threads of the reader's parallel copies (0: as many as the caller's); 1 where the step itself keeps the cores
+  // busy (the CPU backend), or the two fight over them.
+  PrefetchingSource(BatchSource& inner, std::function<Tensor(int64_t, int64_t)> buffer, int threads = 0);
   ~PrefetchingSource() override;
   PrefetchingSource(const PrefetchingSource&) = delete;
   PrefetchingSource& operator=(const PrefetchingSource&) = delete;
@@ -43,7 +45,7 @@ class PrefetchingSource final : public BatchSource {
   Tensor ahead_;                  // the batch being read (or read) ahead
   std::vector<uint64_t> cursor_;  // the inner cursor before that batch
   mutable bool reading_ahead_ = false;  // a read was started and its batch not handed out (the caller's thread only)
-  int threads_;                         // OpenMP threads of the reader's parallel loops: the caller's
+  int threads_;                         // OpenMP threads of the reader's parallel loops
   // One reader thread for the source's life (a thread per batch would also start a new OpenMP team for the
   // stream's parallel copies each time), and what it shares with the caller, under mu_.
   mutable std::mutex mu_;
