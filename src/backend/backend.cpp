@@ -55,10 +55,13 @@ Backend::Pending Backend::download_later(const Tensor& src, Tensor host_dst) {
   return Pending::ready_with({});
 }
 
-float Backend::clip_factor(const std::vector<double>& squares, double max_norm) {
+double Backend::global_norm(const std::vector<double>& squares) {
   double sq = 0;
   for (double v : squares) sq += v;
-  const double norm = std::sqrt(sq);
+  return std::sqrt(sq);
+}
+
+float Backend::clip_factor(double norm, double max_norm) {
   return max_norm > 0 && norm > max_norm ? static_cast<float>(max_norm / (norm + 1e-6)) : 1.f;
 }
 
@@ -66,7 +69,7 @@ Backend::Pending Backend::clip_by_global_norm(const std::vector<Tensor>& xs, dou
   std::vector<Reduction> squares;
   for (const Tensor& x : xs) squares.push_back({ReduceOp::SumSquares, x});
   std::vector<double> r = reduce_many(squares);
-  const float s = clip_factor(r, max_norm);
+  const float s = clip_factor(global_norm(r), max_norm);
   if (s != 1.f)
     for (const Tensor& x : xs) scale(x, s);
   return Pending::ready_with(std::move(r));

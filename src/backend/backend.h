@@ -113,8 +113,10 @@ class Backend {
   // squares (each as reduce_many adds it); when max_norm > 0 and norm > max_norm, every x is scaled by
   // max_norm / (norm + 1e-6). The sums of squares, one per x, come back later (on CUDA nothing waits).
   virtual Pending clip_by_global_norm(const std::vector<Tensor>& xs, double max_norm);
-  // The factor clip_by_global_norm scales by, from its sums of squares (1 when nothing is clipped).
-  static float clip_factor(const std::vector<double>& squares, double max_norm);
+  // The norm from sums of squares (added in order), and the factor clipping to max_norm scales by (1 when nothing is
+  // clipped): what clip_by_global_norm computes, and the host's clipping where it knows the norm itself.
+  static double global_norm(const std::vector<double>& squares);
+  static float clip_factor(double norm, double max_norm);
 
   // out[i] = sum_j (a[i,j] - b[i,j])^2 (per-row squared error, into an f32 vector of length rows)
   virtual void row_squared_error(const Tensor& a, const Tensor& b, Tensor out) = 0;

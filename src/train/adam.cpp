@@ -19,11 +19,7 @@ void Adam::step(double lr) {
 }
 
 double GradNorm::value() {
-  if (norm_ < 0) {
-    double sq = 0;
-    for (double v : squares_.get()) sq += v;
-    norm_ = std::sqrt(sq);
-  }
+  if (norm_ < 0) norm_ = Backend::global_norm(squares_.get());
   return norm_;
 }
 
@@ -42,10 +38,9 @@ GradNorm clip_grad_norm(ParamSet& params, Backend& be, double max_norm, comm::Co
   shards->all_reduce(&sharded, 1, comm::ReduceOp::Sum);  // every rank's rows of the sharded parameters
   sq += sharded;
   const double norm = std::sqrt(sq);
-  if (max_norm > 0 && norm > max_norm) {
-    const float s = static_cast<float>(max_norm / (norm + 1e-6));
+  const float s = Backend::clip_factor(norm, max_norm);
+  if (s != 1.f)
     for (Param* p : trainable) be.scale(p->grad, s);
-  }
   return GradNorm(norm);
 }
 

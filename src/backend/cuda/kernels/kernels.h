@@ -17,7 +17,7 @@ int reduce_blocks(int64_t n);
 void reduce_partials(const Ctx& ctx, Mat<const float> x, ReduceOp op, double* partial);
 void count_nonzero_partials(const Ctx& ctx, Mat<const int32_t> x, double* partial);  // entries != 0
 double add_partials(const double* partial, int blocks);
-// Backend::clip_factor on the device, from reduce_partials' sums of squares of `items` tensors (tensor i's block
+// Backend::clip_factor(Backend::global_norm(...)) on the device, from reduce_partials' sums of squares of `items` tensors (tensor i's block
 // partials are partial[first[i], first[i+1]), first a device array): one thread adds them in the host's order, so
 // the factor is, bit for bit, the one the host would compute from the same partials.
 void clip_factor(const Ctx& ctx, const double* partial, const int64_t* first, int items, double max_norm,
