@@ -10,6 +10,7 @@
 #pragma once
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "backend/backend.h"
@@ -47,9 +48,7 @@ class CountingBackend final : public Backend {
 
   void upload(const Tensor& s, Tensor d) override { op("upload"); in_.upload(s, d); }
   void download(const Tensor& s, Tensor d) override {
-    trip("download");
-    in_.download(s, d);
-    deliver();
+    round_trip("download", [&] { in_.download(s, d); });
   }
   void copy(const Tensor& s, Tensor d) override { op("copy"); in_.copy(s, d); }
   void fill(Tensor x, float v) override { op("fill"); in_.fill(x, v); }
@@ -119,10 +118,7 @@ class CountingBackend final : public Backend {
     op("identity_lowpass_outer_add"); in_.identity_lowpass_outer_add(c, i, n, g);
   }
   ExpertGroups group_by_expert(const Tensor& e, int n) override {
-    trip("group_by_expert");
-    ExpertGroups g = in_.group_by_expert(e, n);
-    deliver();
-    return g;
+    return round_trip("group_by_expert", [&] { return in_.group_by_expert(e, n); });
   }
   void candidates_to_latents(const Tensor& c, const Tensor& e, int n, Tensor l, Tensor s) override {
     op("candidates_to_latents"); in_.candidates_to_latents(c, e, n, l, s);
@@ -131,10 +127,7 @@ class CountingBackend final : public Backend {
     op("update_fired"); in_.update_fired(i, v, t, c);
   }
   int64_t threshold_mask(const Tensor& c, int64_t t, Tensor m) override {
-    trip("threshold_mask");
-    const int64_t n = in_.threshold_mask(c, t, m);
-    deliver();
-    return n;
+    return round_trip("threshold_mask", [&] { return in_.threshold_mask(c, t, m); });
   }
   void adam_step(Tensor p, const Tensor& g, Tensor m, Tensor v, float lr, float b1, float b2, float eps,
                  int64_t step) override {
@@ -166,9 +159,19 @@ class CountingBackend final : public Backend {
     ++operations_;
     if (keep_names_) ++by_name_[name];
   }
-  void trip(const char* name) {
+  // A call of the wrapped backend that brings data back: counted, then what was queued before it is delivered.
+  template <typename Call>
+  auto round_trip(const char* name, Call&& call) -> decltype(call()) {
     ++round_trips_;
     op(name);
+    if constexpr (std::is_void_v<decltype(call())>) {
+      call();
+      deliver();
+    } else {
+      auto result = call();
+      deliver();
+      return result;
+    }
   }
   Pending queue(Pending inner) {
     auto state = std::make_shared<Pending::State>();

@@ -252,28 +252,18 @@ class CudaBackend final : public Backend {
   }
   Pending reduce_many_later(const std::vector<Reduction>& items) override {
     // Every item's block partials into one device array, copied back in one piece and added in block order.
-    std::vector<int64_t> first(items.size() + 1, 0);
-    for (size_t i = 0; i < items.size(); ++i) first[i + 1] = first[i] + cuda::reduce_blocks(items[i].x.numel());
+    std::vector<int64_t> first = partial_offsets(items);
     cuda::Scratch<double> part(ctx_, first.back());
-    for (size_t i = 0; i < items.size(); ++i) {
-      const auto m = dev_mat<const float>(items[i].x, "reduce");
-      const cuda::ReduceOp op = items[i].op == ReduceOp::Sum          ? cuda::ReduceOp::Sum
-                                : items[i].op == ReduceOp::SumSquares ? cuda::ReduceOp::SumSquares
-                                                                      : cuda::ReduceOp::CountPositive;
-      cuda::reduce_partials(ctx_, m, op, part.get() + first[i]);
-    }
+    write_partials(items, first, part.get(), "reduce");
     return queue_sums(part.get(), std::move(first));
   }
   Pending download_later(const Tensor& src, Tensor dst) override {
     on_device(src, "download_later");
     MOESAE_CHECK(dst.device() == Device::CPU, "download_later: the destination is not a host tensor");
     check_same_shape(src, dst, "download_later");
-    auto state = std::make_shared<Pending::State>();
     const size_t row = size_t(src.cols()) * 4, rows = size_t(src.rows());
-    if (row * rows == 0) {
-      state->ready = true;
-      return pending(state);
-    }
+    if (row * rows == 0) return Pending::ready_with({});
+    auto state = std::make_shared<Pending::State>();
     char* host = deferred_reserve(row * rows);  // packed rows
     if (src.contiguous())
       MOESAE_CUDA(cudaMemcpyAsync(host, src.data<float>(), row * rows, cudaMemcpyDeviceToHost, ctx_.stream));
@@ -294,12 +284,11 @@ class CudaBackend final : public Backend {
   Pending clip_by_global_norm(const std::vector<Tensor>& xs, double max_norm) override {
     // The sums of squares as reduce_many_later takes them; one thread adds them up, in the host's order, into the
     // factor (clip_factor), which the scaling reads on the device.
-    std::vector<int64_t> first(xs.size() + 1, 0);
-    for (size_t i = 0; i < xs.size(); ++i) first[i + 1] = first[i] + cuda::reduce_blocks(xs[i].numel());
+    std::vector<Reduction> squares;
+    for (const Tensor& x : xs) squares.push_back({ReduceOp::SumSquares, x});
+    std::vector<int64_t> first = partial_offsets(squares);
     cuda::Scratch<double> part(ctx_, first.back());
-    for (size_t i = 0; i < xs.size(); ++i)
-      cuda::reduce_partials(ctx_, dev_mat<const float>(xs[i], "clip_by_global_norm"), cuda::ReduceOp::SumSquares,
-                            part.get() + first[i]);
+    write_partials(squares, first, part.get(), "clip_by_global_norm");
     if (max_norm > 0 && !xs.empty()) {
       cuda::Scratch<int64_t> dfirst(ctx_, int64_t(first.size()));
       upload_small(first, dfirst.get());
@@ -811,14 +800,25 @@ class CudaBackend final : public Backend {
   }
   // Queues the copy of block partials part[first[i], first[i+1]) back to the host; on arrival item i's sum, added in
   // block order, is value i of the Pending.
-  Pending queue_sums(const double* part, std::vector<int64_t> first) {
-    auto state = std::make_shared<Pending::State>();
-    const size_t bytes = size_t(first.back()) * sizeof(double);
-    if (bytes == 0) {  // nothing but empty tensors
-      state->values.assign(first.size() - 1, 0.0);
-      state->ready = true;
-      return pending(state);
+  // Where item i's block partials go in one device array: [first[i], first[i+1]); first.back() partials in all.
+  static std::vector<int64_t> partial_offsets(const std::vector<Reduction>& items) {
+    std::vector<int64_t> first(items.size() + 1, 0);
+    for (size_t i = 0; i < items.size(); ++i) first[i + 1] = first[i] + cuda::reduce_blocks(items[i].x.numel());
+    return first;
+  }
+  void write_partials(const std::vector<Reduction>& items, const std::vector<int64_t>& first, double* part,
+                      const char* what) {
+    for (size_t i = 0; i < items.size(); ++i) {
+      const cuda::ReduceOp op = items[i].op == ReduceOp::Sum          ? cuda::ReduceOp::Sum
+                                : items[i].op == ReduceOp::SumSquares ? cuda::ReduceOp::SumSquares
+                                                                      : cuda::ReduceOp::CountPositive;
+      cuda::reduce_partials(ctx_, dev_mat<const float>(items[i].x, what), op, part + first[i]);
     }
+  }
+  Pending queue_sums(const double* part, std::vector<int64_t> first) {
+    const size_t bytes = size_t(first.back()) * sizeof(double);
+    if (bytes == 0) return Pending::ready_with(std::vector<double>(first.size() - 1, 0.0));  // only empty tensors
+    auto state = std::make_shared<Pending::State>();
     char* host = deferred_reserve(bytes);
     MOESAE_CUDA(cudaMemcpyAsync(host, part, bytes, cudaMemcpyDeviceToHost, ctx_.stream));
     owner_->arrivals.push_back([state, host, first = std::move(first)] {
